@@ -1,0 +1,150 @@
+-- gold.flight_features: one row per scheduled flight, with only what was known before it departed.
+--
+-- Point in time, per flight f (scheduled to leave at f.sched_dep_at):
+--   * weather: the latest observation at f.origin with observed_hour_at <= f.sched_dep_hour_at, at most
+--     :weather_lookback_hours old (never a later observation);
+--   * route and carrier delay rates: over earlier flights whose outcome was known before f.sched_dep_at.
+--     An outcome counts as known at departure + air time + :outcome_buffer_minutes (taxi and slack), a
+--     conservative bound on the landing time; cancelled and diverted flights have no delay outcome.
+-- Label: is_delayed = arrival delay >= :delay_threshold_minutes; null for cancelled and diverted flights,
+-- which stay in the table flagged by is_cancelled / is_diverted.
+with flights as (
+    select
+        concat_ws('-', year, month, day, carrier, flight, origin) as flight_id,
+        *
+    from silver.flights
+),
+
+weather as (
+    select * from silver.weather
+),
+
+planes as (
+    select tailnum, manufactured_year from silver.planes
+),
+
+outcomes as (
+    select
+        flight_id,
+        origin,
+        dest,
+        carrier,
+        case
+            when is_cancelled or arr_delay_minutes is null then null
+            else arr_delay_minutes >= :delay_threshold_minutes
+        end as is_delayed,
+        sched_dep_at
+            + make_interval(
+                0, 0, 0, 0, 0,
+                cast(greatest(coalesce(dep_delay_minutes, 0), 0) + coalesce(air_time_minutes, 0)
+                     + :outcome_buffer_minutes as int),
+                0
+            ) as outcome_known_at
+    from flights
+),
+
+-- Each flight is a "query" event at its scheduled departure; each known outcome is an event at the time
+-- it became known. Running sums over the events in time order give, at each query, the outcomes known
+-- strictly before it (queries sort first at equal times).
+events as (
+    select flight_id, origin, dest, carrier, sched_dep_at as event_at, 0 as event_order,
+           0 as outcome_count, 0 as delayed_count
+    from flights
+    union all
+    select null, origin, dest, carrier, outcome_known_at, 1, 1, cast(is_delayed as int)
+    from outcomes
+    where is_delayed is not null
+),
+
+route_history as (
+    select
+        flight_id,
+        sum(outcome_count) over route_window as route_prior_flights,
+        sum(delayed_count) over route_window as route_prior_delayed
+    from events
+    window route_window as (
+        partition by origin, dest order by event_at, event_order
+        rows between unbounded preceding and current row
+    )
+),
+
+carrier_history as (
+    select
+        flight_id,
+        sum(outcome_count) over carrier_window as carrier_prior_flights,
+        sum(delayed_count) over carrier_window as carrier_prior_delayed
+    from events
+    window carrier_window as (
+        partition by carrier order by event_at, event_order
+        rows between unbounded preceding and current row
+    )
+),
+
+weather_candidates as (
+    select
+        f.flight_id,
+        w.observed_hour_at,
+        w.temp_f,
+        w.dewpoint_f,
+        w.humidity_pct,
+        w.wind_dir_degrees,
+        w.wind_speed_mph,
+        w.wind_gust_mph,
+        w.precip_inches,
+        w.pressure_mb,
+        w.visibility_miles,
+        row_number() over (partition by f.flight_id order by w.observed_hour_at desc) as recency
+    from flights as f
+    inner join weather as w
+        on w.origin = f.origin
+        and w.observed_hour_at <= f.sched_dep_hour_at
+        and w.observed_hour_at >= f.sched_dep_hour_at - make_interval(0, 0, 0, 0, :weather_lookback_hours, 0, 0)
+),
+
+latest_weather as (
+    select * from weather_candidates where recency = 1
+),
+
+final as (
+    select
+        f.flight_id,
+        f.year,
+        f.month,
+        f.day,
+        f.carrier,
+        f.flight,
+        f.origin,
+        f.dest,
+        f.tailnum,
+        f.flight_date,
+        f.sched_dep_at,
+        f.sched_dep_hour,
+        dayofweek(f.flight_date) as sched_dep_weekday,
+        f.distance_miles,
+        f.year - p.manufactured_year as plane_age_years,
+        w.observed_hour_at as weather_observed_at,
+        w.temp_f,
+        w.dewpoint_f,
+        w.humidity_pct,
+        w.wind_dir_degrees,
+        w.wind_speed_mph,
+        w.wind_gust_mph,
+        w.precip_inches,
+        w.pressure_mb,
+        w.visibility_miles,
+        r.route_prior_flights,
+        r.route_prior_delayed / nullif(r.route_prior_flights, 0) as route_delay_rate,
+        c.carrier_prior_flights,
+        c.carrier_prior_delayed / nullif(c.carrier_prior_flights, 0) as carrier_delay_rate,
+        f.is_cancelled,
+        f.is_diverted,
+        o.is_delayed
+    from flights as f
+    left join latest_weather as w on w.flight_id = f.flight_id
+    left join planes as p on p.tailnum = f.tailnum
+    left join route_history as r on r.flight_id = f.flight_id
+    left join carrier_history as c on c.flight_id = f.flight_id
+    left join outcomes as o on o.flight_id = f.flight_id
+)
+
+select * from final

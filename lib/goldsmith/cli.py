@@ -1,0 +1,147 @@
+"""The `goldsmith` command: run, validate, sql, demo-data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from goldsmith import __version__
+from goldsmith.errors import GoldsmithError
+
+log = logging.getLogger("goldsmith")
+
+
+def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", type=Path, help="the pipeline YAML file, e.g. conf/pipelines/flights.yml")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any value, e.g. --set sources.flights.path=/data/landing/flights (repeatable)",
+    )
+    parser.add_argument("--env", default=None, help="environment overlay: local (default), cluster, or a .yml path")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="goldsmith", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"goldsmith {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline's stages in one Spark application")
+    _add_pipeline_args(run)
+    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features")
+
+    validate = sub.add_parser("validate", help="check a pipeline's config and SQL without running it")
+    _add_pipeline_args(validate)
+
+    sql = sub.add_parser("sql", help="query the lakehouse catalog")
+    sql.add_argument("query", help='e.g. "select count(*) from silver.flights"')
+    sql.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--limit", type=int, default=1000, help="most rows to print (default 1000)")
+
+    demo = sub.add_parser("demo-data", help="write an example dataset's landing files")
+    demo.add_argument("dataset", choices=("flights", "reviews"))
+    demo.add_argument("--dest", type=Path, default=Path("lakehouse/landing"))
+    demo.add_argument("--limit", type=int, default=None, help="flights only: the first N flights")
+    return parser
+
+
+def configure_logging(quiet: bool) -> None:
+    """Progress lines on stderr; Spark's own logging is set to errors by the session."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("goldsmith")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+    logging.getLogger("py4j").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script, the `spark_jobs/` launchers and the bundle's wheel tasks."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.quiet)
+    try:
+        return COMMANDS[args.command](args)
+    except GoldsmithError as exc:
+        print(f"goldsmith: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("goldsmith: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from goldsmith.config import load_pipeline
+    from goldsmith.jobs.pipeline import parse_stages, run_pipeline
+
+    config = load_pipeline(args.pipeline, args.overrides, args.env)
+    stages = parse_stages(args.stages)
+    ctx = run_pipeline(config, stages)
+    _print_summary(ctx)
+    return 0
+
+
+def _print_summary(ctx: object) -> None:
+    from goldsmith.jobs.context import RunContext
+
+    assert isinstance(ctx, RunContext)
+    lakehouse = ctx.lakehouse
+    print(f"\nRun {ctx.run_id} of pipeline '{ctx.config.name}' finished. Tables under {lakehouse.root}:")
+    names = lakehouse.attach()
+    for name in names:
+        if name.startswith("ops."):
+            continue
+        layer, table = name.split(".", 1)
+        print(f"  {name:<36} {lakehouse.path(layer, table)}")
+    example = next((n for n in names if n.startswith("gold.")), next(iter(names), None))
+    if example:
+        root_arg = "" if Path(ctx.config.storage.root).resolve() == Path("lakehouse").resolve() else \
+            f" --root {ctx.config.storage.root}"
+        print(f'\nQuery them:  goldsmith sql "select * from {example} limit 5"{root_arg}')
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from goldsmith.config import load_pipeline
+    from goldsmith.validate import parse_sql_files
+
+    config = load_pipeline(args.pipeline, args.overrides, args.env)
+    checked = parse_sql_files(config)
+    print(f"{args.pipeline}: valid ({len(config.sources)} sources, {len(config.silver)} silver, "
+          f"{len(config.gold)} gold tables; {checked} SQL files parsed)")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from goldsmith.io.lakehouse import Lakehouse
+    from goldsmith.session import build_session
+
+    root = args.root or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
+    spark = build_session("goldsmith-sql", "local[*]")
+    lakehouse = Lakehouse(spark, root)
+    lakehouse.attach()
+    from goldsmith.sql import run_query
+
+    run_query(spark, args.query, args.format, args.limit, sys.stdout)
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from goldsmith.examples import write_landing
+
+    written = write_landing(args.dataset, args.dest, args.limit)
+    for name, path in written.items():
+        print(f"  {name:<20} {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "sql": cmd_sql, "demo-data": cmd_demo_data}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

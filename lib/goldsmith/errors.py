@@ -1,0 +1,45 @@
+"""The errors goldsmith raises for user mistakes and data failures.
+
+Every error a user can cause is a `GoldsmithError`: the CLI prints its message on one line and exits with
+its `exit_code`. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GoldsmithError(Exception):
+    """Base class: a failure the user can act on, with a message that says how."""
+
+    exit_code = 2
+
+
+class ConfigError(GoldsmithError):
+    """The pipeline file, an overlay, an override or a SQL file is invalid."""
+
+
+class SchemaMismatch(GoldsmithError):
+    """Data does not have the columns or types the pipeline declares."""
+
+    exit_code = 1
+
+
+class ExpectationFailed(GoldsmithError):
+    """An expectation with `action: fail` rejected rows; the table was left unchanged."""
+
+    exit_code = 1
+
+
+class AccountingError(GoldsmithError):
+    """Records in != records out + quarantined + duplicates: a record was lost or invented."""
+
+    exit_code = 1
+
+
+class KeyNotUnique(GoldsmithError):
+    """A table's declared keys are not unique (a join fanned out, or the source repeats keys)."""
+
+    exit_code = 1
+
+
+class BackendUnavailable(GoldsmithError):
+    """A required component (Delta jars, a training backend) is not installed or not supported."""

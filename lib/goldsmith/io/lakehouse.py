@@ -1,0 +1,129 @@
+"""The lakehouse: one storage root whose folders are the catalog.
+
+`<root>/<layer>/<table>` holds a Delta table; the layers are databases. Any process attaches the same
+root and sees the same tables at their latest committed version, so there is no metastore that only one
+JVM may open. On Databricks (`storage.catalog` set) names become `<catalog>.<layer>.<table>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold", "ops")
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass
+class Lakehouse:
+    """Table names, paths and the catalog of one storage root."""
+
+    spark: SparkSession
+    root: str
+    catalog: str | None = None
+    _registered: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.root = self._absolute(self.root.rstrip("/"))
+
+    def _absolute(self, root: str) -> str:
+        jvm: Any = self.spark.sparkContext._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(root)
+        fs = hadoop_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        return str(fs.makeQualified(hadoop_path).toString())
+
+    def path(self, layer: str, table: str) -> str:
+        """Storage path of `layer.table`."""
+        return f"{self.root}/{layer}/{table}"
+
+    def name(self, layer: str, table: str) -> str:
+        """The name SQL uses for the table."""
+        return f"{self.catalog}.{layer}.{table}" if self.catalog else f"{layer}.{table}"
+
+    def exists(self, layer: str, table: str) -> bool:
+        """Whether a Delta table is at the table's path."""
+        return bool(DeltaTable.isDeltaTable(self.spark, self.path(layer, table)))
+
+    def attach(self) -> list[str]:
+        """Register every Delta table under the root in this session's catalog; return their names."""
+        names = []
+        for layer in LAYERS:
+            for table in self._list_tables(layer):
+                self.register(layer, table)
+                names.append(f"{layer}.{table}")
+        return names
+
+    def _list_tables(self, layer: str) -> list[str]:
+        jvm: Any = self.spark.sparkContext._jvm
+        layer_path = jvm.org.apache.hadoop.fs.Path(f"{self.root}/{layer}")
+        fs = layer_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(layer_path):
+            return []
+        tables = []
+        for status in fs.listStatus(layer_path):
+            if status.isDirectory():
+                child = status.getPath()
+                if fs.exists(jvm.org.apache.hadoop.fs.Path(child, "_delta_log")):
+                    tables.append(str(child.getName()))
+        return sorted(tables)
+
+    def register(self, layer: str, table: str) -> None:
+        """Make `layer.table` resolvable in SQL (idempotent, cheap after the first call)."""
+        key = f"{layer}.{table}"
+        if self.catalog or key in self._registered:
+            return
+        self.spark.sql(
+            f"CREATE DATABASE IF NOT EXISTS {_quote(layer)} LOCATION '{self.root}/{layer}'"
+        )
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {_quote(layer)}.{_quote(table)} USING DELTA "
+            f"LOCATION '{self.path(layer, table)}'"
+        )
+        self._registered.add(key)
+
+    def read(self, layer: str, table: str) -> DataFrame:
+        """The table's latest version."""
+        return self.spark.read.format("delta").load(self.path(layer, table))
+
+    def version(self, layer: str, table: str) -> int | None:
+        """The table's latest Delta version, or None when it does not exist."""
+        if not self.exists(layer, table):
+            return None
+        row = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1).select("version").first()
+        return int(row["version"]) if row else None
+
+    def delta_table(self, layer: str, table: str) -> DeltaTable:
+        """The `DeltaTable` handle for MERGE and history."""
+        return DeltaTable.forPath(self.spark, self.path(layer, table))
+
+    def write(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        mode: str = "append",
+        options: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Write `df` to `layer.table` as Delta, register it, and return the commit's operation metrics."""
+        writer = df.write.format("delta").mode(mode)
+        if mode == "overwrite":
+            writer = writer.option("overwriteSchema", "true")
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        writer.save(self.path(layer, table))
+        self.register(layer, table)
+        return self.last_commit_metrics(layer, table)
+
+    def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:
+        """`operationMetrics` of the table's latest commit (row counts written, as Delta recorded them)."""
+        row = self.delta_table(layer, table).history(1).select("operationMetrics").first()
+        return dict(row["operationMetrics"] or {}) if row else {}

@@ -1,0 +1,1 @@
+"""Stages: one `run(ctx)` per stage, composed by `goldsmith.jobs.pipeline`."""

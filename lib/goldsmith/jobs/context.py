@@ -1,0 +1,86 @@
+"""What every stage needs: the session, the config, the lakehouse and the run's identity."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from goldsmith.config.models import PipelineConfig
+from goldsmith.errors import AccountingError
+from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.ops import OpsLog, now
+
+log = logging.getLogger("goldsmith")
+
+
+@dataclass
+class TableResult:
+    """What a stage did to one table: the record accounting that is checked and reported."""
+
+    stage: str
+    table: str
+    records_in: int = 0
+    records_out: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    inserted: int = 0
+    updated: int = 0
+    rule_violations: dict[str, int] = field(default_factory=dict)
+    status: str = "ok"
+    detail: str = ""
+    batch_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def check_accounting(self) -> None:
+        """Records in must equal out + quarantined + duplicates; raise `AccountingError` otherwise."""
+        accounted = self.records_out + self.quarantined + self.duplicates
+        if self.records_in != accounted:
+            raise AccountingError(
+                f"{self.table}: {self.records_in} records in but {self.records_out} out + {self.quarantined} "
+                f"quarantined + {self.duplicates} duplicates = {accounted}; this is a goldsmith bug, please report it"
+            )
+
+
+@dataclass
+class RunContext:
+    """One pipeline run inside one Spark application."""
+
+    spark: SparkSession
+    config: PipelineConfig
+    lakehouse: Lakehouse
+    run_id: str
+    started_at: datetime = field(default_factory=now)
+    results: list[TableResult] = field(default_factory=list)
+
+    @property
+    def ops(self) -> OpsLog:
+        return OpsLog(self.lakehouse)
+
+    def record(self, result: TableResult) -> None:
+        """Keep a table result and append it to `ops.quality_metrics`."""
+        self.results.append(result)
+        self.ops.append("quality_metrics", [{
+            "run_id": self.run_id, "pipeline": self.config.name, "stage": result.stage,
+            "table_name": result.table, "batch_ids": result.batch_ids, "records_in": result.records_in,
+            "records_out": result.records_out, "quarantined": result.quarantined,
+            "duplicates": result.duplicates, "inserted": result.inserted, "updated": result.updated,
+            "rule_violations": result.rule_violations, "status": result.status,
+            "duration_seconds": round(result.seconds, 3), "recorded_at": now(),
+        }])
+
+
+class Timer:
+    """`with Timer() as t: ...; t.seconds`."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start

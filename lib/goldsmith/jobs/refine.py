@@ -1,0 +1,173 @@
+"""refine: new bronze batches -> typed, checked, deduplicated rows MERGEd into `silver.<table>`."""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from goldsmith.config.models import LINEAGE_COLUMNS, Expectation, SilverTable
+from goldsmith.errors import ConfigError, ExpectationFailed
+from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.quality.expectations import (
+    any_of,
+    failed_rule_names,
+    flag_column,
+    key_rule,
+    with_duplicate_flag,
+    with_expectation_flags,
+)
+from goldsmith.transforms.records import QUARANTINE_COLUMNS
+
+INPUT_VIEW = "bronze_batch"
+INTERNAL_COLUMNS = ("_dropped", "_duplicate")
+
+
+def run(ctx: RunContext) -> list[TableResult]:
+    """Refine every silver table from the bronze batches it has not merged yet."""
+    results = []
+    for name, table in ctx.config.silver.items():
+        with Timer() as timer:
+            result = refine_table(ctx, name, table)
+        result.seconds = timer.seconds
+        if result.status == "skipped":
+            log.info("  silver.%-24s %s", name, result.detail)
+        else:
+            log.info(
+                "  silver.%-24s %9s in  %9s merged (%s new, %s updated)  %7s quarantined  %6s duplicates  (%.1f s)",
+                name, f"{result.records_in:,}", f"{result.records_out:,}", f"{result.inserted:,}",
+                f"{result.updated:,}", f"{result.quarantined:,}", f"{result.duplicates:,}", timer.seconds,
+            )
+            for rule, count in result.rule_violations.items():
+                if count:
+                    log.warning("    expectation %s: %s row(s) failed", rule, f"{count:,}")
+        results.append(result)
+    return results
+
+
+def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
+    """Run one silver table's SQL over its pending bronze batches, check, dedup, quarantine and MERGE."""
+    lakehouse, source = ctx.lakehouse, table.source
+    if not lakehouse.exists("bronze", source):
+        return TableResult("refine", f"silver.{name}", status="skipped", detail=f"bronze.{source} does not exist yet")
+    pending = sorted(ctx.ops.batches(source) - ctx.ops.refined_batches(name))
+    if not pending:
+        return TableResult("refine", f"silver.{name}", status="skipped", detail="up to date (no new bronze batches)")
+
+    lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending)).createOrReplaceTempView(INPUT_VIEW)
+    typed_df = run_silver_sql(ctx, name, table)
+    expectations = [key_rule(table.keys), *table.expectations]
+    checked_df = (
+        typed_df.transform(with_expectation_flags, expectations)
+        .transform(with_duplicate_flag, table.keys, table.sequence_by)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        return _check_and_merge(ctx, name, table, expectations, checked_df, pending)
+    finally:
+        checked_df.unpersist()
+        ctx.spark.catalog.dropTempView(INPUT_VIEW)
+
+
+def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
+    """The silver SQL's result over the `bronze_batch` view; it must keep the lineage columns and keys."""
+    path = ctx.config.sql_path(table.sql)
+    try:
+        df = ctx.spark.sql(path.read_text(encoding="utf-8"))
+    except Exception as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in (*LINEAGE_COLUMNS, *table.keys, *table.sequence_by) if c not in df.columns]
+    if missing:
+        raise ConfigError(
+            f"{path}: the query must return {', '.join(missing)} (keys, sequence_by and the lineage columns "
+            f"{', '.join(LINEAGE_COLUMNS)} of {INPUT_VIEW})"
+        )
+    return df
+
+
+def _check_and_merge(
+    ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
+    checked_df: DataFrame, pending: list[str],
+) -> TableResult:
+    lakehouse = ctx.lakehouse
+    counts = checked_df.agg(
+        F.count(F.lit(1)).alias("records_in"),
+        F.sum(F.col("_dropped").cast("long")).alias("dropped"),
+        F.sum(F.col("_duplicate").cast("long")).alias("duplicates"),
+        *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in expectations],
+    ).first()
+    assert counts is not None
+    violations = {e.name: int(counts[flag_column(e.name)] or 0) for e in expectations}
+    result = TableResult(
+        "refine", f"silver.{name}", records_in=int(counts["records_in"]),
+        duplicates=int(counts["duplicates"] or 0), rule_violations=violations, batch_ids=pending,
+    )
+    silver_columns = [c for c in checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
+
+    failing = [e for e in expectations if e.action == "fail" and violations[e.name]]
+    if failing:
+        bad_df = checked_df.where(any_of([F.col(flag_column(e.name)) for e in failing]))
+        written = lakehouse.write(
+            to_quarantine(bad_df, ctx.run_id, name, expectations, ("fail",), silver_columns),
+            "silver", f"{name}_quarantine",
+        )
+        result.status, result.quarantined = "failed", int(written.get("numOutputRows", 0))
+        ctx.record(result)
+        version = lakehouse.version("silver", name)
+        first = failing[0]
+        raise ExpectationFailed(
+            f"silver.{name}: expectation '{first.name}' (action=fail) rejected {violations[first.name]:,} rows; "
+            f"see silver.{name}_quarantine. silver.{name} stays at "
+            + (f"version {version}" if version is not None else "its previous state (not created)")
+        )
+
+    quarantined = lakehouse.write(
+        to_quarantine(checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns),
+        "silver", f"{name}_quarantine",
+    )
+    result.quarantined = int(quarantined.get("numOutputRows", 0))
+    merged = merge_into_silver(ctx, name, table, checked_df.where("not _dropped and not _duplicate")
+                               .select(*silver_columns))
+    result.records_out = int(merged.get("numSourceRows", 0))
+    result.inserted = int(merged.get("numTargetRowsInserted", 0))
+    result.updated = int(merged.get("numTargetRowsUpdated", 0))
+    result.check_accounting()
+    ctx.record(result)
+    ctx.ops.append("refined_batches", [
+        {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at} for b in pending
+    ])
+    return result
+
+
+def to_quarantine(
+    df: DataFrame, run_id: str, table: str, expectations: list[Expectation], actions: tuple[str, ...],
+    columns: list[str],
+) -> DataFrame:
+    """Rows that failed expectations as quarantine records (the row itself as JSON in `raw_record`)."""
+    names = failed_rule_names(expectations, actions)
+    return df.select(
+        *LINEAGE_COLUMNS,
+        F.lit(run_id).alias("_run_id"),
+        F.lit("silver").alias("layer"),
+        F.lit(table).alias("table_name"),
+        F.split(names, ", ").getItem(0).alias("rule"),
+        F.lit(actions[0]).alias("action"),
+        F.concat(F.lit("failed expectation(s): "), names).alias("reason"),
+        F.to_json(F.struct(*[c for c in columns if c not in LINEAGE_COLUMNS])).alias("raw_record"),
+    ).select(*QUARANTINE_COLUMNS)
+
+
+def merge_into_silver(ctx: RunContext, name: str, table: SilverTable, rows_df: DataFrame) -> dict[str, str]:
+    """Upsert `rows_df` (unique on keys) into `silver.<name>`; return the MERGE's metrics."""
+    lakehouse = ctx.lakehouse
+    if not lakehouse.exists("silver", name):
+        lakehouse.write(rows_df.limit(0), "silver", name, mode="append")
+    condition = " and ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
+    (
+        lakehouse.delta_table("silver", name).alias("t")
+        .merge(rows_df.alias("s"), condition)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return lakehouse.last_commit_metrics("silver", name)

@@ -1,0 +1,1 @@
+"""Data quality: expectations, deduplication rules and record accounting."""

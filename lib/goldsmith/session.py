@@ -1,0 +1,102 @@
+"""The SparkSession factory: Delta enabled, small-machine defaults, offline Delta jars."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from goldsmith.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+DELTA_VERSION = "4.4.0"
+DELTA_ARTIFACT = "delta-spark_4.1_2.13"
+
+# Settings for a 2-8 core machine; a cluster overlay or `spark.conf` in the pipeline replaces any of them.
+SMALL_MACHINE_DEFAULTS: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # The catalog is the storage folder itself (see goldsmith.io.lakehouse): no metastore that only one
+    # JVM may open, so a SQL server or a notebook can read the tables while a pipeline writes them.
+    "spark.sql.catalogImplementation": "in-memory",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.default.parallelism": "4",
+    # Delta rebuilds table state with this many partitions (default 50: ~50 tiny tasks per table read).
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "false",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "4g",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def cache_dir() -> Path:
+    """Where set-up keeps downloads shared by every clone: `$GOLDSMITH_CACHE` or `~/.cache/goldsmith`."""
+    base = os.environ.get("GOLDSMITH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "goldsmith"
+    )
+    return Path(base)
+
+
+def delta_jars() -> list[str]:
+    """The Delta jars to add to a new JVM, or [] when Spark's own jars folder already has them."""
+    import pyspark
+
+    spark_jars = Path(pyspark.__file__).parent / "jars"
+    if list(spark_jars.glob(f"{DELTA_ARTIFACT}-{DELTA_VERSION}.jar")):
+        return []
+    folder = cache_dir() / "jars" / f"delta-{DELTA_VERSION}"
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not jars:
+        raise BackendUnavailable(
+            f"Delta Lake jars not found in {spark_jars} or {folder}; run scripts/setup.sh once (it downloads "
+            "them from Maven Central and caches them)"
+        )
+    return jars
+
+
+def build_session(
+    app_name: str = "goldsmith",
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Return the active SparkSession, or build one with Delta and small-machine defaults.
+
+    Under `spark-submit` the launcher's master and `--conf` values win; `master` and `conf` fill the rest.
+    Args:
+        app_name: shown in the Spark UI and logs.
+        master: e.g. `local[*]`; ignored when `spark-submit` set one.
+        conf: extra settings over `SMALL_MACHINE_DEFAULTS`.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    settings = {**SMALL_MACHINE_DEFAULTS, **(conf or {})}
+    builder = SparkSession.builder.appName(app_name)
+    submitted = "spark.master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "") or _launched_by_spark_submit()
+    if not submitted:
+        builder = builder.master(master or "local[*]")
+        jars = delta_jars()
+        if jars:
+            settings["spark.jars"] = ",".join(jars)
+        log4j = Path(__file__).parent / "resources" / "log4j2.properties"
+        settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    log.info("starting Spark (%s)", "spark-submit" if submitted else master or "local[*]")
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("GOLDSMITH_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def _launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands Python the gateway port through this variable.
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -1,0 +1,1 @@
+"""Pure transforms: Column functions and DataFrame -> DataFrame functions. No I/O here."""

