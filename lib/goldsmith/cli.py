@@ -60,6 +60,9 @@ def configure_logging(quiet: bool) -> None:
     root.setLevel(logging.WARNING if quiet else logging.INFO)
     root.propagate = False
     logging.getLogger("py4j").setLevel(logging.ERROR)
+    # PySpark logs every failed query with its full JVM stack trace; goldsmith reports it in one line.
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        logging.getLogger(name).disabled = True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

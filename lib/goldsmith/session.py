@@ -35,6 +35,9 @@ SMALL_MACHINE_DEFAULTS: dict[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "4g",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Delta's SQL parser drops `spark.sql(query, args=...)` parameters on Spark 4.1 (delta-io/delta#7640,
+    # SPARK-59672): bind them after parsing instead, as Spark 4.0 did.
+    "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
 }
 
 

@@ -11,6 +11,7 @@
 with flights as (
     select
         concat_ws('-', year, month, day, carrier, flight, origin) as flight_id,
+        sched_dep_hour_at - make_interval(0, 0, 0, 0, :weather_lookback_hours, 0, 0) as weather_window_start_at,
         *
     from silver.flights
 ),
@@ -98,7 +99,7 @@ weather_candidates as (
     inner join weather as w
         on w.origin = f.origin
         and w.observed_hour_at <= f.sched_dep_hour_at
-        and w.observed_hour_at >= f.sched_dep_hour_at - make_interval(0, 0, 0, 0, :weather_lookback_hours, 0, 0)
+        and w.observed_hour_at >= f.weather_window_start_at
 ),
 
 latest_weather as (
