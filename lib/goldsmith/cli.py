@@ -8,9 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from goldsmith import __version__
 from goldsmith.errors import GoldsmithError
+
+if TYPE_CHECKING:
+    from goldsmith.jobs.context import RunContext
 
 log = logging.getLogger("goldsmith")
 
@@ -85,27 +89,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_pipeline(args.pipeline, args.overrides, args.env)
     stages = parse_stages(args.stages)
-    ctx = run_pipeline(config, stages)
-    _print_summary(ctx)
+    _print_summary(run_pipeline(config, stages))
     return 0
 
 
-def _print_summary(ctx: object) -> None:
-    from goldsmith.jobs.context import RunContext
-
-    assert isinstance(ctx, RunContext)
-    lakehouse = ctx.lakehouse
-    print(f"\nRun {ctx.run_id} of pipeline '{ctx.config.name}' finished. Tables under {lakehouse.root}:")
-    names = lakehouse.attach()
-    for name in names:
-        if name.startswith("ops."):
-            continue
-        layer, table = name.split(".", 1)
-        print(f"  {name:<36} {lakehouse.path(layer, table)}")
-    example = next((n for n in names if n.startswith("gold.")), next(iter(names), None))
+def _print_summary(ctx: RunContext) -> None:
+    config, lakehouse = ctx.config, ctx.lakehouse
+    tables = [("bronze", n) for n in config.sources] + [("bronze", f"{n}_quarantine") for n in config.sources]
+    tables += [("silver", n) for n in config.silver] + [("silver", f"{n}_quarantine") for n in config.silver]
+    tables += [("gold", n) for n in config.gold]
+    existing = [(layer, name) for layer, name in tables if lakehouse.exists(layer, name)]
+    print(f"\nRun {ctx.run_id} of pipeline '{config.name}' finished. Its tables, under {lakehouse.root}:")
+    for layer, name in existing:
+        print(f"  {layer}.{name:<32} {lakehouse.path(layer, name)}")
+    example = next((f"{la}.{n}" for la, n in reversed(existing) if not n.endswith("_quarantine")), None)
     if example:
-        root_arg = "" if Path(ctx.config.storage.root).resolve() == Path("lakehouse").resolve() else \
-            f" --root {ctx.config.storage.root}"
+        root_arg = "" if Path(config.storage.root).resolve() == Path("lakehouse").resolve() else \
+            f" --root {config.storage.root}"
         print(f'\nQuery them:  goldsmith sql "select * from {example} limit 5"{root_arg}')
 
 

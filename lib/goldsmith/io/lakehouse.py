@@ -112,8 +112,10 @@ class Lakehouse:
         table: str,
         mode: str = "append",
         options: dict[str, str] | None = None,
+        metrics: bool = True,
     ) -> dict[str, str]:
-        """Write `df` to `layer.table` as Delta, register it, and return the commit's operation metrics."""
+        """Write `df` to `layer.table` as Delta, register it, and return the commit's operation metrics
+        (Delta's own count of the rows written), or {} when `metrics` is False."""
         writer = df.write.format("delta").mode(mode)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
@@ -121,7 +123,7 @@ class Lakehouse:
             writer = writer.option(key, value)
         writer.save(self.path(layer, table))
         self.register(layer, table)
-        return self.last_commit_metrics(layer, table)
+        return self.last_commit_metrics(layer, table) if metrics else {}
 
     def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:
         """`operationMetrics` of the table's latest commit (row counts written, as Delta recorded them)."""

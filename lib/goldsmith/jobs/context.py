@@ -35,6 +35,7 @@ class TableResult:
     detail: str = ""
     batch_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter, repr=False)
 
     def check_accounting(self) -> None:
         """Records in must equal out + quarantined + duplicates; raise `AccountingError` otherwise."""
@@ -56,22 +57,29 @@ class RunContext:
     run_id: str
     started_at: datetime = field(default_factory=now)
     results: list[TableResult] = field(default_factory=list)
+    ops: OpsLog = field(init=False)
+    _pending: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
-    @property
-    def ops(self) -> OpsLog:
-        return OpsLog(self.lakehouse)
+    def __post_init__(self) -> None:
+        self.ops = OpsLog(self.lakehouse)
 
     def record(self, result: TableResult) -> None:
-        """Keep a table result and append it to `ops.quality_metrics`."""
+        """Keep a table result for `ops.quality_metrics` (written by `flush`, once per stage)."""
+        result.seconds = result.seconds or time.perf_counter() - result.started
         self.results.append(result)
-        self.ops.append("quality_metrics", [{
+        self._pending.append({
             "run_id": self.run_id, "pipeline": self.config.name, "stage": result.stage,
             "table_name": result.table, "batch_ids": result.batch_ids, "records_in": result.records_in,
             "records_out": result.records_out, "quarantined": result.quarantined,
             "duplicates": result.duplicates, "inserted": result.inserted, "updated": result.updated,
             "rule_violations": result.rule_violations, "status": result.status,
             "duration_seconds": round(result.seconds, 3), "recorded_at": now(),
-        }])
+        })
+
+    def flush(self) -> None:
+        """Append the recorded table results to `ops.quality_metrics` in one commit."""
+        pending, self._pending = self._pending, []
+        self.ops.append("quality_metrics", pending)
 
 
 class Timer:

@@ -55,18 +55,23 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
         with_malformed_flag, schema
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        records_in = marked_df.count()
+        counts = marked_df.agg(
+            F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
+        ).first()
+        assert counts is not None
         good_df = marked_df.where(~F.col("_is_malformed")).select(*schema.fieldNames(), *LINEAGE_COLUMNS)
-        bad_df = marked_df.where(F.col("_is_malformed")).transform(
-            to_quarantine_records, source, schema, ctx.run_id, name
-        )
         written = ctx.lakehouse.write(good_df, "bronze", name)
-        quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
+        quarantined: dict[str, str] = {}
+        if counts["malformed"] or not ctx.lakehouse.exists("bronze", f"{name}_quarantine"):
+            bad_df = marked_df.where(F.col("_is_malformed")).transform(
+                to_quarantine_records, source, schema, ctx.run_id, name
+            )
+            quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
     finally:
         marked_df.unpersist()
 
     result = TableResult(
-        "ingest", f"bronze.{name}", records_in=records_in,
+        "ingest", f"bronze.{name}", records_in=int(counts["records"]),
         records_out=int(written.get("numOutputRows", 0)),
         quarantined=int(quarantined.get("numOutputRows", 0)),
         batch_ids=[batch_id], detail=f"{len(new)} new file(s)",
@@ -75,7 +80,7 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     result.check_accounting()
     ctx.ops.append("ingested_files", [{
         "source": name, "path": f.path, "size_bytes": f.size,
-        "modified_at": datetime.utcfromtimestamp(f.modified_ms / 1000), "batch_id": batch_id,
+        "modified_ms": f.modified_ms, "batch_id": batch_id,
         "run_id": ctx.run_id, "ingested_at": now(),
     } for f in new])
     return result

@@ -15,6 +15,7 @@ from goldsmith.io.ops import now
 from goldsmith.jobs import features, ingest, refine
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session
+from goldsmith.transforms.text import register_sql_functions
 
 STAGES: dict[str, Callable[[RunContext], list[TableResult]]] = {
     "ingest": ingest.run,
@@ -46,6 +47,7 @@ def session_for(config: PipelineConfig) -> SparkSession:
 
 def open_lakehouse(spark: SparkSession, config: PipelineConfig) -> Lakehouse:
     """The pipeline's lakehouse with every existing table registered."""
+    register_sql_functions(spark)
     lakehouse = Lakehouse(spark, config.storage.root, config.storage.catalog)
     lakehouse.attach()
     return lakehouse
@@ -70,7 +72,10 @@ def run_pipeline(
             for stage in chosen:
                 log.info("[%s]", stage)
                 with Timer() as timer:
-                    STAGES[stage](ctx)
+                    try:
+                        STAGES[stage](ctx)
+                    finally:
+                        ctx.flush()
                 log.info("[%s] done in %.1f s", stage, timer.seconds)
         except GoldsmithError as exc:
             status, message = "failed", str(exc)

@@ -121,16 +121,22 @@ def _check_and_merge(
             + (f"version {version}" if version is not None else "its previous state (not created)")
         )
 
-    quarantined = lakehouse.write(
-        to_quarantine(checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns),
-        "silver", f"{name}_quarantine",
-    )
-    result.quarantined = int(quarantined.get("numOutputRows", 0))
-    merged = merge_into_silver(ctx, name, table, checked_df.where("not _dropped and not _duplicate")
-                               .select(*silver_columns))
-    result.records_out = int(merged.get("numSourceRows", 0))
-    result.inserted = int(merged.get("numTargetRowsInserted", 0))
-    result.updated = int(merged.get("numTargetRowsUpdated", 0))
+    dropped = int(counts["dropped"] or 0)
+    if dropped or not lakehouse.exists("silver", f"{name}_quarantine"):
+        quarantined = lakehouse.write(
+            to_quarantine(checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns),
+            "silver", f"{name}_quarantine",
+        )
+        result.quarantined = int(quarantined.get("numOutputRows", 0))
+    rows_df = checked_df.where("not _dropped and not _duplicate").select(*silver_columns)
+    if lakehouse.exists("silver", name):
+        merged = merge_into_silver(ctx, name, table, rows_df)
+        result.records_out = int(merged.get("numSourceRows", 0))
+        result.inserted = int(merged.get("numTargetRowsInserted", 0))
+        result.updated = int(merged.get("numTargetRowsUpdated", 0))
+    else:  # the first batch creates the table: a plain write, no MERGE needed
+        written = lakehouse.write(rows_df, "silver", name, mode="append")
+        result.records_out = result.inserted = int(written.get("numOutputRows", 0))
     result.check_accounting()
     ctx.record(result)
     ctx.ops.append("refined_batches", [
@@ -160,8 +166,6 @@ def to_quarantine(
 def merge_into_silver(ctx: RunContext, name: str, table: SilverTable, rows_df: DataFrame) -> dict[str, str]:
     """Upsert `rows_df` (unique on keys) into `silver.<name>`; return the MERGE's metrics."""
     lakehouse = ctx.lakehouse
-    if not lakehouse.exists("silver", name):
-        lakehouse.write(rows_df.limit(0), "silver", name, mode="append")
     condition = " and ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
     (
         lakehouse.delta_table("silver", name).alias("t")
