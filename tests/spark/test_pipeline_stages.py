@@ -1,0 +1,178 @@
+"""ingest -> refine -> features on a small pipeline written per test: idempotence, increments,
+malformed records, duplicates, expectations and record accounting."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from goldsmith.config import load_pipeline
+from goldsmith.config.models import PipelineConfig
+from goldsmith.errors import ExpectationFailed
+from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.jobs.pipeline import run_pipeline
+
+HEADER = "item_id,name,qty,updated_at\n"
+
+
+def write_pipeline(tmp: Path, name_action: str = "warn") -> PipelineConfig:
+    (tmp / "sql").mkdir(parents=True, exist_ok=True)
+    (tmp / "landing" / "items").mkdir(parents=True, exist_ok=True)
+    (tmp / "sql" / "items.sql").write_text(textwrap.dedent("""
+        with source as (select * from bronze_batch)
+        select item_id, upper(name) as name, qty, updated_at, _source_file, _ingested_at, _batch_id
+        from source
+    """))
+    (tmp / "sql" / "totals.sql").write_text(
+        "select name, sum(qty) as total_qty, count(*) as items from silver.items group by name"
+    )
+    (tmp / "mini.yml").write_text(textwrap.dedent(f"""
+        name: mini
+        storage: {{root: {tmp / "lake"}}}
+        spark: {{master: "local[2]"}}
+        sources:
+          items:
+            format: csv
+            path: {tmp / "landing" / "items"}
+            glob: "*.csv"
+            options: {{header: true, nullValue: NA}}
+            schema: item_id INT, name STRING, qty INT, updated_at TIMESTAMP
+        silver:
+          items:
+            source: items
+            sql: sql/items.sql
+            keys: [item_id]
+            sequence_by: [updated_at]
+            expectations:
+              - {{name: qty_not_negative, rule: qty >= 0, action: drop}}
+              - {{name: has_name, rule: name is not null, action: {name_action}}}
+        gold:
+          totals:
+            sql: sql/totals.sql
+            keys: [name]
+    """))
+    return load_pipeline(tmp / "mini.yml")
+
+
+def land(tmp: Path, file: str, body: str | bytes) -> None:
+    path = tmp / "landing" / "items" / file
+    data = body if isinstance(body, bytes) else body.encode()
+    path.write_bytes(HEADER.encode() + data)
+
+
+def count(spark: SparkSession, table: str) -> int:
+    return spark.sql(f"select count(*) as n from {table}").first()["n"]  # type: ignore[index]
+
+
+def versions(lakehouse: Lakehouse) -> dict[str, int | None]:
+    return {t: lakehouse.version(*t.split(".")) for t in ("bronze.items", "silver.items", "gold.totals")}
+
+
+GOOD = "1,apple,3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n3,fig,NA,2024-01-01T00:00:00Z\n"
+
+
+def test_first_run_then_rerun_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    ctx = run_pipeline(config, spark=spark)
+    assert count(spark, "bronze.items") == 3
+    assert count(spark, "silver.items") == 3
+    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 5
+    lineage = spark.sql(
+        "select count(*) from bronze.items where _source_file like '%a.csv' and _batch_id is not null "
+        "and _ingested_at is not null"
+    ).first()[0]
+    assert lineage == 3
+    before = versions(ctx.lakehouse)
+
+    again = run_pipeline(config, spark=spark)
+    assert versions(again.lakehouse) == before
+    assert [r.status for r in again.results] == ["skipped", "skipped", "skipped"]
+    assert count(spark, "bronze.items") == 3
+    assert count(spark, "ops.ingested_files") == 1
+
+
+def test_incremental_file_updates_and_inserts(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    run_pipeline(config, spark=spark)
+    land(tmp_path, "b.csv", "2,pear,9,2024-02-01T00:00:00Z\n4,kiwi,1,2024-02-01T00:00:00Z\n")
+    ctx = run_pipeline(config, spark=spark)
+    refine = next(r for r in ctx.results if r.stage == "refine")
+    assert (refine.records_in, refine.inserted, refine.updated) == (2, 1, 1)
+    assert count(spark, "bronze.items") == 5
+    assert count(spark, "silver.items") == 4
+    assert spark.sql("select qty from silver.items where item_id = 2").first()[0] == 9
+    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 9
+
+
+def test_duplicates_in_a_batch_keep_the_latest(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", "1,old,1,2024-01-01T00:00:00Z\n1,new,2,2024-03-01T00:00:00Z\n1,mid,3,2024-02-01T00:00:00Z\n")
+    ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    refine = next(r for r in ctx.results if r.stage == "refine")
+    assert (refine.records_in, refine.records_out, refine.duplicates, refine.quarantined) == (3, 1, 2, 0)
+    assert spark.sql("select name from silver.items").first()[0] == "NEW"
+    metrics = spark.sql(
+        "select records_in, records_out, quarantined, duplicates from ops.quality_metrics "
+        "where table_name = 'silver.items'"
+    ).first()
+    assert tuple(metrics) == (3, 1, 0, 2)
+
+
+def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    body = (
+        b"1,apple,3,2024-01-01T00:00:00Z\n"
+        b"2,pear,5\n"  # too few fields
+        b"3,fig,1,2024-01-01T00:00:00Z,extra\n"  # too many fields
+        b"4,kiwi,many,2024-01-01T00:00:00Z\n"  # not an int
+        b'5,"plum,1,2024-01-01T00:00:00Z\n'  # quote never closed
+        b"6,l\xffme,2,2024-01-01T00:00:00Z\n"  # invalid UTF-8
+        b"7,grape,2,2024-01-01T00:00:00Z\n"
+    )
+    land(tmp_path, "a.csv", body)
+    ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    ingest = next(r for r in ctx.results if r.stage == "ingest")
+    assert (ingest.records_in, ingest.records_out, ingest.quarantined) == (7, 2, 5)
+    reasons = sorted(r["reason"] for r in spark.sql("select reason from bronze.items_quarantine").collect())
+    assert reasons == sorted([
+        "wrong field count: expected 4, found 3",
+        "wrong field count: expected 4, found 5",
+        "unparsable value: qty=many (not int)",
+        "broken quoting: a quote is opened and never closed",
+        "invalid UTF-8 byte sequence in a text field",
+    ])
+    raw = {r["raw_record"] for r in spark.sql("select raw_record from bronze.items_quarantine").collect()}
+    assert "2,pear,5" in raw and "4,kiwi,many,2024-01-01T00:00:00Z" in raw
+    assert sorted(r[0] for r in spark.sql("select item_id from silver.items").collect()) == [1, 7]
+
+
+def test_drop_expectation_quarantines_with_rule_name(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", "1,apple,-3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n,nokey,1,2024-01-01T00:00:00Z\n")
+    ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    refine = next(r for r in ctx.results if r.stage == "refine")
+    assert (refine.records_in, refine.records_out, refine.quarantined) == (3, 1, 2)
+    assert refine.rule_violations["qty_not_negative"] == 1
+    assert refine.rule_violations["keys_not_null"] == 1
+    rules = sorted(r["rule"] for r in spark.sql("select rule from silver.items_quarantine").collect())
+    assert rules == ["keys_not_null", "qty_not_negative"]
+
+
+def test_fail_expectation_leaves_the_table_unchanged(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path, name_action="fail")
+    land(tmp_path, "a.csv", GOOD)
+    ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    silver_version = ctx.lakehouse.version("silver", "items")
+    land(tmp_path, "b.csv", "8,NA,1,2024-01-02T00:00:00Z\n9,ok,1,2024-01-02T00:00:00Z\n")
+    with pytest.raises(ExpectationFailed, match=r"expectation 'has_name' \(action=fail\) rejected 1 rows"):
+        run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    assert ctx.lakehouse.version("silver", "items") == silver_version
+    assert count(spark, "silver.items") == 3
+    assert spark.sql("select action from silver.items_quarantine").first()[0] == "fail"
+    status = spark.sql("select status from ops.run_log order by started_at desc limit 1").first()[0]
+    assert status == "failed"

@@ -1,0 +1,137 @@
+"""The CLI's config-error path, stage parsing and gold build order; nothing here starts Spark."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from goldsmith.cli import main
+from goldsmith.config.models import GoldTable
+from goldsmith.errors import ConfigError
+from goldsmith.jobs.features import build_order
+from goldsmith.jobs.pipeline import parse_stages
+
+PIPELINE = """\
+name: tiny
+sources:
+  things:
+    format: csv
+    path: /landing/things
+    schema: id INT, name STRING
+silver:
+  things:
+    source: things
+    sql: things.sql
+    keys: [id]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GOLDSMITH_ROOT", "GOLDSMITH_ENV", "GOLDSMITH_MASTER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _pipeline(tmp_path: Path, text: str = PIPELINE) -> Path:
+    (tmp_path / "things.sql").write_text("select id, name from bronze.things", encoding="utf-8")
+    path = tmp_path / "tiny.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("goldsmith: error:")
+    assert captured.out == ""
+    return lines[0]
+
+
+def test_validate_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _pipeline(tmp_path, PIPELINE.replace("format: csv", "format: xml"))
+    start = time.monotonic()
+    code = main(["validate", str(bad)])
+    elapsed = time.monotonic() - start
+    assert code == 2
+    assert elapsed < 5
+    line = _one_error_line(capsys)
+    assert "sources.things.format" in line
+    assert "tiny.yml" in line
+
+
+def test_validate_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "absent.yml")]) == 2
+    assert "not found" in _one_error_line(capsys)
+
+
+def test_validate_bad_override_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _pipeline(tmp_path)
+    assert main(["validate", str(good), "--set", "sources.things.path"]) == 2
+    assert "key=value" in _one_error_line(capsys)
+
+
+def test_run_bad_stage_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _pipeline(tmp_path)
+    start = time.monotonic()
+    code = main(["run", str(good), "--stages", "bogus"])
+    assert time.monotonic() - start < 5
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert "bogus" in line
+    assert "ingest, refine, features" in line
+
+
+def test_parse_stages_pipeline_order() -> None:
+    assert parse_stages("refine,ingest") == ["ingest", "refine"]
+    assert parse_stages(" features , ingest ") == ["ingest", "features"]
+    assert parse_stages(["features", "refine"]) == ["refine", "features"]
+
+
+def test_parse_stages_none_is_all() -> None:
+    assert parse_stages(None) == ["ingest", "refine", "features"]
+
+
+@pytest.mark.parametrize("value", ["", "x", ",", "ingest,x"])
+def test_parse_stages_rejects(value: str) -> None:
+    with pytest.raises(ConfigError, match="choose from ingest, refine, features"):
+        parse_stages(value)
+
+
+def _gold(*names: str) -> dict[str, GoldTable]:
+    return {n: GoldTable(sql=Path("x.sql")) for n in names}
+
+
+def test_build_order_dependency_first() -> None:
+    sql = {"b": "select * from gold.a join silver.s using (id)", "a": "select * from silver.s"}
+    assert build_order(_gold("b", "a"), sql) == ["a", "b"]
+
+
+def test_build_order_chain() -> None:
+    sql = {
+        "c": "select * from gold.b",
+        "b": "select * from gold.a",
+        "a": "select 1 -- not gold.c",
+    }
+    assert build_order(_gold("c", "b", "a"), sql) == ["a", "b", "c"]
+
+
+def test_build_order_cycle() -> None:
+    sql = {"a": "select * from gold.b", "b": "select * from gold.a"}
+    with pytest.raises(ConfigError, match="cycle"):
+        build_order(_gold("a", "b"), sql)
+
+
+def test_version_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert "goldsmith 0.1.0" in capsys.readouterr().out
+
+
+def test_no_command_exits_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
