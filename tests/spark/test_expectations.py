@@ -68,7 +68,7 @@ def test_failed_rule_names(spark: SparkSession) -> None:
 
 def test_a_rule_that_does_not_compile_is_a_config_error(spark: SparkSession) -> None:
     df = spark.createDataFrame([(1,)], "id INT")
-    with pytest.raises(ConfigError, match="no_such_column|does not compile"):
+    with pytest.raises(ConfigError, match=r"no_such_column|does not compile"):
         df.transform(with_expectation_flags, [Expectation(name="bad", rule="no_such_column > 1")]).collect()
 
 

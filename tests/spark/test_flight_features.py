@@ -74,13 +74,16 @@ def expected_rows() -> dict[int, dict[str, object]]:
         flights.append(dict(carrier=carrier, flight=flight, tail=tail, origin=origin, dest=dest, hour=hour,
                             sched=sched, label=label, known=known, cancelled=cancelled))
     result = {}
-    for f in flights:
-        def prior(same) -> tuple[int, float | None]:  # type: ignore[no-untyped-def]
-            known = [g["label"] for g in flights if same(g) and g["label"] is not None and g["known"] < f["sched"]]
-            return len(known), (sum(known) / len(known) if known else None)
+    def prior(flight: dict, keys: tuple[str, ...]) -> tuple[int, float | None]:  # type: ignore[type-arg]
+        known = [
+            g["label"] for g in flights
+            if all(g[k] == flight[k] for k in keys) and g["label"] is not None and g["known"] < flight["sched"]
+        ]
+        return len(known), (sum(known) / len(known) if known else None)
 
-        route_n, route_rate = prior(lambda g: (g["origin"], g["dest"]) == (f["origin"], f["dest"]))
-        carrier_n, carrier_rate = prior(lambda g: g["carrier"] == f["carrier"])
+    for f in flights:
+        route_n, route_rate = prior(f, ("origin", "dest"))
+        carrier_n, carrier_rate = prior(f, ("carrier",))
         observed = [h for o, h in WEATHER if o == f["origin"] and f["hour"] - LOOKBACK_HOURS <= h <= f["hour"]]
         planes = dict(PLANES)
         result[f["flight"]] = {

@@ -111,7 +111,10 @@ def test_incremental_file_updates_and_inserts(spark: SparkSession, tmp_path: Pat
 
 def test_duplicates_in_a_batch_keep_the_latest(spark: SparkSession, tmp_path: Path) -> None:
     config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", "1,old,1,2024-01-01T00:00:00Z\n1,new,2,2024-03-01T00:00:00Z\n1,mid,3,2024-02-01T00:00:00Z\n")
+    land(
+        tmp_path, "a.csv",
+        "1,old,1,2024-01-01T00:00:00Z\n1,new,2,2024-03-01T00:00:00Z\n1,mid,3,2024-02-01T00:00:00Z\n",
+    )
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
     refine = next(r for r in ctx.results if r.stage == "refine")
     assert (refine.records_in, refine.records_out, refine.duplicates, refine.quarantined) == (3, 1, 2, 0)
@@ -153,7 +156,10 @@ def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, tmp
 
 def test_drop_expectation_quarantines_with_rule_name(spark: SparkSession, tmp_path: Path) -> None:
     config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", "1,apple,-3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n,nokey,1,2024-01-01T00:00:00Z\n")
+    land(
+        tmp_path, "a.csv",
+        "1,apple,-3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n,nokey,1,2024-01-01T00:00:00Z\n",
+    )
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
     refine = next(r for r in ctx.results if r.stage == "refine")
     assert (refine.records_in, refine.records_out, refine.quarantined) == (3, 1, 2)

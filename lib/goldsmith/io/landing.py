@@ -52,6 +52,8 @@ def parse_schema(source_name: str, ddl: str) -> StructType:
     except Exception as exc:  # pyspark raises several parse error types; all mean a bad DDL string
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"sources.{source_name}.schema: not a valid DDL column list: {first}") from None
+    if not isinstance(schema, StructType):
+        raise ConfigError(f"sources.{source_name}.schema: expected a column list like 'id INT, name STRING'")
     return schema
 
 

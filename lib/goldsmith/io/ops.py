@@ -58,6 +58,7 @@ class OpsLog:
         if not rows:
             return
         schema = StructType.fromDDL(SCHEMAS[table])
+        assert isinstance(schema, StructType)
         # Rows become literal columns over a one-row JVM relation: `createDataFrame` on Python objects
         # would start a Python worker per write (0.6 s each on a 2-core machine, measured).
         selects = [

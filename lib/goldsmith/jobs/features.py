@@ -58,7 +58,9 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
     versions = input_versions(ctx, sql_text)
     missing = [ref for ref, v in versions.items() if v is None]
     if missing:
-        raise ConfigError(f"gold.{name}: input table(s) {', '.join(missing)} do not exist yet; run ingest and refine first")
+        raise ConfigError(
+            f"gold.{name}: input table(s) {', '.join(missing)} do not exist yet; run ingest and refine first"
+        )
     if ctx.lakehouse.exists("gold", name) and ctx.ops.last_gold_inputs(name) == versions:
         return TableResult("features", f"gold.{name}", status="skipped", detail="up to date (inputs unchanged)")
 

@@ -31,7 +31,8 @@ def parse_stages(value: str | Sequence[str] | None) -> list[str]:
     names = [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
     unknown = [s for s in names if s not in STAGES]
     if unknown or not names:
-        raise ConfigError(f"--stages: unknown stage {unknown[0] if unknown else '(none)'}; choose from {', '.join(STAGES)}")
+        found = unknown[0] if unknown else "(none)"
+        raise ConfigError(f"--stages: unknown stage {found}; choose from {', '.join(STAGES)}")
     return [s for s in STAGES if s in names]
 
 
