@@ -11,7 +11,6 @@
 with flights as (
     select
         concat_ws('-', year, month, day, carrier, flight, origin) as flight_id,
-        sched_dep_hour_at - make_interval(0, 0, 0, 0, :weather_lookback_hours, 0, 0) as weather_window_start_at,
         *
     from silver.flights
 ),
@@ -81,9 +80,21 @@ carrier_history as (
     )
 ),
 
-weather_candidates as (
+-- Weather is hourly (observed_hour_at is the start of an hour): the candidates for a flight are the
+-- lookback hours before its scheduled departure hour, joined on equality. (A range join on origin alone
+-- would compare every flight with every observation at its airport.)
+flight_hours as (
     select
         f.flight_id,
+        f.origin,
+        f.sched_dep_hour_at - make_interval(0, 0, 0, 0, hours_before, 0, 0) as candidate_hour_at
+    from flights as f
+    lateral view explode(sequence(0, :weather_lookback_hours)) lookback as hours_before
+),
+
+weather_candidates as (
+    select
+        h.flight_id,
         w.observed_hour_at,
         w.temp_f,
         w.dewpoint_f,
@@ -94,12 +105,11 @@ weather_candidates as (
         w.precip_inches,
         w.pressure_mb,
         w.visibility_miles,
-        row_number() over (partition by f.flight_id order by w.observed_hour_at desc) as recency
-    from flights as f
+        row_number() over (partition by h.flight_id order by w.observed_hour_at desc) as recency
+    from flight_hours as h
     inner join weather as w
-        on w.origin = f.origin
-        and w.observed_hour_at <= f.sched_dep_hour_at
-        and w.observed_hour_at >= f.weather_window_start_at
+        on w.origin = h.origin
+        and w.observed_hour_at = h.candidate_hour_at
 ),
 
 latest_weather as (

@@ -6,7 +6,7 @@ with source as (
 final as (
     select
         origin,
-        time_hour as observed_hour_at,
+        date_trunc('hour', time_hour) as observed_hour_at,
         temp as temp_f,
         dewp as dewpoint_f,
         humid as humidity_pct,
