@@ -14,12 +14,24 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    """Run a command from the repository root, with the virtualenv's Python for Spark's workers."""
+def _env() -> dict[str, str]:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     env.pop("GOLDSMITH_ROOT", None)
+    return env
+
+
+def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository root, with the virtualenv's Python for Spark's workers."""
     return subprocess.run(
-        list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        list(args), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start_goldsmith(*args: str) -> subprocess.Popen[str]:
+    """Start `goldsmith ARGS` without waiting for it."""
+    return subprocess.Popen(
+        [str(BIN / "goldsmith"), *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )
 
 

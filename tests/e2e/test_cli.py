@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, REPO, goldsmith, run, sql_row
+from .conftest import BIN, REPO, goldsmith, run, sql_row, start_goldsmith
 
 pytestmark = pytest.mark.slow
 FLIGHTS = 3000
@@ -39,6 +40,7 @@ def counts(root: Path) -> dict[str, object]:
         " (select count(*) from silver.weather) + (select count(*) from bronze.weather_quarantine)"
         "   + (select count(*) from silver.weather_quarantine) as weather,"
         " (select count(*) from ops.ingested_files) as files,"
+        " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
         " (select count(*) from gold.flight_features where weather_observed_at > sched_dep_at) as future_weather",
         root,
     )
@@ -47,13 +49,23 @@ def counts(root: Path) -> dict[str, object]:
 def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
     root = tmp_path / "lake"
     args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
-    first = goldsmith(*args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "gold.flight_features" in first.stdout and 'goldsmith sql "select' in first.stdout
+    running = start_goldsmith(*args)
+    # A second process reads the catalog while the pipeline writes it.
+    deadline = time.monotonic() + 600
+    while not (root / "silver" / "flights" / "_delta_log").exists() and running.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    still_running = running.poll() is None
+    seen = sql_row("select count(*) as n from bronze.flights", root)
+    out, err = running.communicate(timeout=900)
+    assert running.returncode == 0, err[-3000:]
+    assert still_running, "the pipeline finished before the reader started: nothing was concurrent"
+    assert seen == {"n": FLIGHTS}
+    assert "gold.flight_features" in out and 'goldsmith sql "select' in out
     after_first = counts(root)
     assert after_first == {
         "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": 0, "weather": WEATHER_ROWS,
-        "files": 5, "future_weather": 0,
+        "files": 5, "ops_rows": 1 + 11, "future_weather": 0,  # one run; 5 bronze + 5 silver + 1 gold tables
     }
 
     second = goldsmith(*args)
