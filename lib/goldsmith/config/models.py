@@ -18,6 +18,19 @@ def _check_ident(value: str, what: str) -> str:
     return value
 
 
+def spark_strings(value: object) -> object:
+    """Spark options and settings are strings, but YAML reads `header: true` as a bool and `4` as an int.
+
+    Scalars become Spark's spelling (`true`, `4`); anything else is left for validation to reject.
+    """
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+        for k, v in value.items()
+    }
+
+
 class Model(BaseModel):
     """Base for every config model: unknown keys are errors, values are immutable."""
 
@@ -40,13 +53,7 @@ class SourceConfig(Model):
             raise ValueError("schema must list the columns, e.g. 'id INT, name STRING'")
         return value
 
-    @field_validator("options", mode="before")
-    @classmethod
-    def _options_as_strings(cls, value: object) -> object:
-        # YAML turns `header: true` into a bool; Spark options are strings.
-        if isinstance(value, dict):
-            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-        return value
+    _options_as_strings = field_validator("options", mode="before")(lambda value: spark_strings(value))
 
 
 class Expectation(Model):
@@ -111,12 +118,7 @@ class SparkConfig(Model):
     master: str = "local[*]"
     conf: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("conf", mode="before")
-    @classmethod
-    def _conf_as_strings(cls, value: object) -> object:
-        if isinstance(value, dict):
-            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-        return value
+    _conf_as_strings = field_validator("conf", mode="before")(lambda value: spark_strings(value))
 
 
 class PipelineConfig(Model):
