@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,9 @@ SMALL_MACHINE_DEFAULTS: dict[str, str] = {
     # The catalog is the storage folder itself (see goldsmith.io.lakehouse): no metastore that only one
     # JVM may open, so a SQL server or a notebook can read the tables while a pipeline writes them.
     "spark.sql.catalogImplementation": "in-memory",
+    # Only names live in the session catalog (the tables are external, under the storage root); keep the
+    # warehouse folder Spark creates for its databases out of the working directory.
+    "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "goldsmith-warehouse"),
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,15 @@ class Lakehouse:
     def __post_init__(self) -> None:
         self.root = self._absolute(self.root.rstrip("/"))
         # The session catalog is per application: when it last pointed at another root (a notebook or a
-        # test suite opening two lakehouses), forget those names first. The tables are external: their
-        # data stays where it is.
+        # test suite opening two lakehouses), forget those names first. Only the names: the tables are
+        # external, so DROP TABLE leaves their data. (Never DROP DATABASE: the in-memory catalog deletes a
+        # database's folder with it.)
         previous = self.spark.conf.get(ROOT_CONF, None)
         if previous and previous != self.root and not self.catalog:
             for layer in LAYERS:
-                self.spark.sql(f"DROP DATABASE IF EXISTS {_quote(layer)} CASCADE")
+                if self.spark.catalog.databaseExists(layer):
+                    for table in self.spark.catalog.listTables(layer):
+                        self.spark.sql(f"DROP TABLE IF EXISTS {_quote(layer)}.{_quote(table.name)}")
         self.spark.conf.set(ROOT_CONF, self.root)
 
     def _absolute(self, root: str) -> str:
@@ -67,7 +71,14 @@ class Lakehouse:
         names = []
         for layer in LAYERS:
             for table in self._list_tables(layer):
-                self.register(layer, table)
+                try:
+                    self.register(layer, table)
+                except AnalysisException as exc:
+                    # Another process is creating this table right now: its log has no commit yet.
+                    if exc.getCondition() != "DELTA_CREATE_EXTERNAL_TABLE_WITHOUT_TXN_LOG":
+                        raise
+                    log.debug("skipping %s.%s: no commit yet", layer, table)
+                    continue
                 names.append(f"{layer}.{table}")
         return names
 
@@ -90,9 +101,7 @@ class Lakehouse:
         key = f"{layer}.{table}"
         if self.catalog or key in self._registered:
             return
-        self.spark.sql(
-            f"CREATE DATABASE IF NOT EXISTS {_quote(layer)} LOCATION '{self.root}/{layer}'"
-        )
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(layer)}")
         self.spark.sql(
             f"CREATE TABLE IF NOT EXISTS {_quote(layer)}.{_quote(table)} USING DELTA "
             f"LOCATION '{self.path(layer, table)}'"
