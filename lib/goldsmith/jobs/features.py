@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from graphlib import CycleError, TopologicalSorter
 
 from pyspark import StorageLevel
@@ -55,6 +56,7 @@ def input_versions(ctx: RunContext, sql_text: str) -> dict[str, int | None]:
 
 def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> TableResult:
     """Run the SQL, check keys and grain, overwrite `gold.<name>`; skip when no input changed."""
+    started = time.perf_counter()
     versions = input_versions(ctx, sql_text)
     missing = [ref for ref, v in versions.items() if v is None]
     if missing:
@@ -83,7 +85,9 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
         written = ctx.lakehouse.write(gold_df, "gold", name, mode="overwrite")
     finally:
         gold_df.unpersist()
-    result = TableResult("features", f"gold.{name}", records_in=rows, records_out=int(written.get("numOutputRows", 0)))
+    result = TableResult(
+        "features", f"gold.{name}", records_in=rows, records_out=int(written.get("numOutputRows", 0)), started=started
+    )
     result.inserted = result.records_out
     result.check_accounting()
     ctx.record(result)

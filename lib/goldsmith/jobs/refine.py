@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -47,6 +49,7 @@ def run(ctx: RunContext) -> list[TableResult]:
 
 def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     """Run one silver table's SQL over its pending bronze batches, check, dedup, quarantine and MERGE."""
+    started = time.perf_counter()
     lakehouse, source = ctx.lakehouse, table.source
     if not lakehouse.exists("bronze", source):
         return TableResult("refine", f"silver.{name}", status="skipped", detail=f"bronze.{source} does not exist yet")
@@ -63,7 +66,7 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        return _check_and_merge(ctx, name, table, expectations, checked_df, pending)
+        return _check_and_merge(ctx, name, table, expectations, checked_df, pending, started)
     finally:
         checked_df.unpersist()
         ctx.spark.catalog.dropTempView(INPUT_VIEW)
@@ -87,7 +90,7 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
 
 def _check_and_merge(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
-    checked_df: DataFrame, pending: list[str],
+    checked_df: DataFrame, pending: list[str], started: float,
 ) -> TableResult:
     lakehouse = ctx.lakehouse
     counts = checked_df.agg(
@@ -100,7 +103,7 @@ def _check_and_merge(
     violations = {e.name: int(counts[flag_column(e.name)] or 0) for e in expectations}
     result = TableResult(
         "refine", f"silver.{name}", records_in=int(counts["records_in"]),
-        duplicates=int(counts["duplicates"] or 0), rule_violations=violations, batch_ids=pending,
+        duplicates=int(counts["duplicates"] or 0), rule_violations=violations, batch_ids=pending, started=started,
     )
     silver_columns = [c for c in checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
 
