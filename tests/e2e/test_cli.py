@@ -114,11 +114,21 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
             expected += sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
     assert expected == 979
 
-    submitted = run(
+    for launcher in ("spark_jobs/ingest.py", "spark_jobs/refine.py"):  # one stage per Spark application
+        submitted = run(
+            str(BIN / "spark-submit"), "--master", "local[2]", launcher, "conf/pipelines/reviews.yml",
+            "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
+        )
+        assert submitted.returncode == 0, submitted.stderr[-3000:]
+    # The whole pipeline again: every stage finds nothing new.
+    again = run(
         str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
         "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
     )
-    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert again.returncode == 0, again.stderr[-3000:]
+    # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
+    progress = again.stdout
+    assert "no new files" in progress and "up to date" in progress, progress[-3000:]
     got = sql_row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
