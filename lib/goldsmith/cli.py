@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="write an example dataset's landing files")
     demo.add_argument("dataset", choices=("flights", "reviews"))
-    demo.add_argument("--dest", type=Path, default=Path("lakehouse/landing"))
+    demo.add_argument(
+        "--dest", type=Path, default=None, help="default: <storage root>/landing ($GOLDSMITH_ROOT or ./lakehouse)"
+    )
     demo.add_argument("--limit", type=int, default=None, help="flights only: the first N flights")
     return parser
 
@@ -137,7 +139,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from goldsmith.examples import write_landing
 
-    written = write_landing(args.dataset, args.dest, args.limit)
+    dest = args.dest or Path(os.environ.get("GOLDSMITH_ROOT") or "lakehouse") / "landing"
+    written = write_landing(args.dataset, dest, args.limit)
     for name, path in written.items():
         print(f"  {name:<20} {path}")
     return 0

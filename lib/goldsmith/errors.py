@@ -41,5 +41,11 @@ class KeyNotUnique(GoldsmithError):
     exit_code = 1
 
 
+class StageFailed(GoldsmithError):
+    """Spark rejected a stage's query or write (bad data for a cast, a schema change, ...)."""
+
+    exit_code = 1
+
+
 class BackendUnavailable(GoldsmithError):
     """A required component (Delta jars, a training backend) is not installed or not supported."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import shutil
 import zipfile
@@ -39,11 +40,10 @@ def write_flights_landing(dest: Path, limit: int | None = None) -> dict[str, Pat
                 if limit is None and target.is_file() and target.stat().st_size == full_size:
                     log.info("%s is current", target)  # rewriting it would make it a new landing file
                 else:
-                    with archive.open("flights.csv") as fin, target.open("wb") as fout:
-                        for i, line in enumerate(fin):
-                            if limit is not None and i > limit:
-                                break
-                            fout.write(line)
+                    with archive.open("flights.csv") as fin:  # the header and the first `limit` flights
+                        content = b"".join(itertools.islice(fin, limit + 1)) if limit is not None else fin.read()
+                    if not (target.is_file() and target.read_bytes() == content):
+                        target.write_bytes(content)
         elif not (target.is_file() and target.stat().st_size == (data / f"{table}.csv").stat().st_size):
             shutil.copyfile(data / f"{table}.csv", target)
         written[table] = target

@@ -108,10 +108,11 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
     landing, root = tmp_path / "landing", tmp_path / "lake"
     done = goldsmith("demo-data", "reviews", "--dest", str(landing))
     assert done.returncode == 0, done.stderr
-    expected = 0
+    per_file = {}
     for tsv in (landing / "reviews").glob("*.tsv"):
         with tsv.open(newline="", encoding="utf-8") as handle:
-            expected += sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
+            per_file[tsv.name] = sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
+    expected = sum(per_file.values())
     assert expected == 979
 
     for launcher in ("spark_jobs/ingest.py", "spark_jobs/refine.py"):  # one stage per Spark application
@@ -133,10 +134,14 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
         " (select count(*) from silver.reviews where review_text rlike '&(#[0-9]+|[a-z]+);') as entities,"
-        " (select count(distinct sentiment) from silver.reviews) as classes",
+        " (select count(distinct sentiment) from silver.reviews) as classes,"
+        " (select count(*) from silver.reviews where source_split = 'test') as test_rows",
         root,
     )
-    assert got == {"silver": expected, "q": 0, "entities": 0, "classes": 3}
+    # The storage path contains 'test_...' (pytest's folder): the split must come from the file name only.
+    assert got == {
+        "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
+    }
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:

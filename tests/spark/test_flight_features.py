@@ -84,7 +84,8 @@ def expected_rows() -> dict[int, dict[str, object]]:
     for f in flights:
         route_n, route_rate = prior(f, ("origin", "dest"))
         carrier_n, carrier_rate = prior(f, ("carrier",))
-        observed = [h for o, h in WEATHER if o == f["origin"] and f["hour"] - LOOKBACK_HOURS <= h <= f["hour"]]
+        # The row for hour h is the report taken up to h:51: usable from hour h + 1 on.
+        observed = [h for o, h in WEATHER if o == f["origin"] and f["hour"] - LOOKBACK_HOURS <= h <= f["hour"] - 1]
         planes = dict(PLANES)
         result[f["flight"]] = {
             "temp_f": float(max(observed)) if observed else None,
@@ -126,9 +127,11 @@ def test_feature_matches_its_definition(features: dict[int, dict], column: str) 
 
 
 def test_hand_worked_cases(features: dict[int, dict]) -> None:
-    # Weather at 10:00 uses 09:00, never the later 11:00 observation; 23:00 has nothing within 3 h.
+    # A 10:15 departure uses the 09:00 row (reported by 09:51), never the 11:00 one; a 17:00 departure
+    # cannot use the 17:00 row (reported at 17:51) and has nothing else within 3 h; neither has 23:00.
     assert features[1]["temp_f"] == 9.0
     assert features[1]["weather_observed_at"] == datetime(2013, 1, 1, 9)
+    assert features[2]["temp_f"] is None
     assert features[4]["temp_f"] is None
     # Outcomes are known at: flight 1 10:15 + (2 + 227 + 120) min = 16:04, flight 3 12:30 + 220 min = 16:10,
     # flight 2 17:00 + 350 min = 22:50. Flight 3 (12:30) sees none; flight 2 (17:00) sees 1 (on time) and

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ExpectationFailed
+from goldsmith.errors import AccountingError, ExpectationFailed, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.jobs.pipeline import run_pipeline
 
@@ -182,3 +182,31 @@ def test_fail_expectation_leaves_the_table_unchanged(spark: SparkSession, tmp_pa
     assert spark.sql("select action from silver.items_quarantine").first()[0] == "fail"
     status = spark.sql("select status from ops.run_log order by started_at desc limit 1").first()[0]
     assert status == "failed"
+
+
+def test_a_silver_sql_that_filters_rows_breaks_accounting(spark: SparkSession, tmp_path: Path) -> None:
+    write_pipeline(tmp_path)
+    (tmp_path / "sql" / "items.sql").write_text("select * from bronze_batch where qty > 3")
+    land(tmp_path, "a.csv", GOOD)
+    with pytest.raises(AccountingError, match="returned 1 rows for 3 bronze rows"):
+        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+
+
+def test_a_bad_cast_in_sql_is_one_clear_stage_error(spark: SparkSession, tmp_path: Path) -> None:
+    write_pipeline(tmp_path)
+    (tmp_path / "sql" / "items.sql").write_text("select *, cast(name as int) as n from bronze_batch")
+    land(tmp_path, "a.csv", GOOD)
+    with pytest.raises(StageFailed, match=r"stage refine failed: .*CAST_INVALID_INPUT"):
+        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+
+
+def test_gold_is_rebuilt_when_its_sql_changes(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    run_pipeline(config, spark=spark)
+    (tmp_path / "sql" / "totals.sql").write_text(
+        "select name, sum(qty) * 10 as total_qty, count(*) as items from silver.items group by name"
+    )
+    ctx = run_pipeline(config, spark=spark, stages=["features"])
+    assert [r.status for r in ctx.results] == ["ok"]
+    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 50

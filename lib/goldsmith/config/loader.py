@@ -30,6 +30,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read as UTF-8 text: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -67,11 +69,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            node = node[_list_index(node, part, where, assignment)]
-            continue
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
+            child = node[_list_index(node, part, where, assignment)]
+        else:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
         if not isinstance(child, dict | list):
             raise ConfigError(f"--set {assignment!r}: {where} is a value, not a section")
         node = child
@@ -115,7 +117,7 @@ def interpolate(data: Any, variables: Mapping[str, str], origin: str = "") -> An
         name = match.group(1).strip()
         if name.startswith("env:"):
             var, _, default = name[4:].partition(":-")
-            value = os.environ.get(var)
+            value = os.environ.get(var) or None  # empty counts as unset, as ${VAR:-default} in a shell
             if value is None:
                 if ":-" not in name:
                     raise ConfigError(
@@ -135,7 +137,10 @@ def _resolve_vars(data: Mapping[str, Any]) -> dict[str, str]:
     """`vars` plus `root`, each resolved against the others (a var may use `${root}` or another var)."""
     storage = data.get("storage") or {}
     raw: dict[str, str] = {"root": str(storage.get("root", "./lakehouse")) if isinstance(storage, dict) else ""}
-    for key, value in (data.get("vars") or {}).items():
+    declared = data.get("vars") or {}
+    if not isinstance(declared, dict):
+        raise ConfigError(f"vars: expected a mapping of name: value, found {type(declared).__name__}")
+    for key, value in declared.items():
         raw[str(key)] = str(value)
     def origin(name: str) -> str:
         return "storage.root" if name == "root" else f"vars.{name}"
@@ -237,7 +242,10 @@ def check_sql_files(config: PipelineConfig, pipeline_path: Path) -> None:
             raise ConfigError(
                 f"{pipeline_path}: {layer}.{name}.sql: file not found: {file} (paths are relative to the pipeline file)"
             )
-        text = _SQL_COMMENT.sub(" ", file.read_text(encoding="utf-8"))
+        try:
+            text = _SQL_COMMENT.sub(" ", file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file}: not UTF-8 text ({layer}.{name})") from None
         if not text.strip():
             raise ConfigError(f"{file}: empty SQL file ({layer}.{name})")
         for ref_layer, ref_name in _TABLE_REF.findall(text):

@@ -82,6 +82,13 @@ class SilverTable(Model):
     )
     expectations: list[Expectation] = Field(default_factory=list)
 
+    @field_validator("keys", "sequence_by")
+    @classmethod
+    def _column_names(cls, value: list[str]) -> list[str]:
+        for column in value:
+            _check_ident(column, "column")
+        return value
+
     @model_validator(mode="after")
     def _unique_expectations(self) -> SilverTable:
         names = [e.name for e in self.expectations]
@@ -108,7 +115,7 @@ class GoldTable(Model):
 class StorageConfig(Model):
     """Where tables live. `catalog` is a Unity Catalog name on Databricks, empty elsewhere."""
 
-    root: str = "./lakehouse"
+    root: str = Field(default="./lakehouse", min_length=1)
     catalog: str | None = None
 
 

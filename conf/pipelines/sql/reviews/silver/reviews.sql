@@ -17,7 +17,8 @@ cleaned as (
         lower(trim(rating)) as sentiment,
         try_to_date(trim(review_date), 'MMMM d, yyyy') as review_date,
         useful_count,
-        case when lower(_source_file) like '%test%' then 'test' else 'train' end as source_split,
+        case when lower(element_at(split(_source_file, '/'), -1)) like '%test%' then 'test' else 'train' end
+            as source_split,
         _source_file,
         _ingested_at,
         _batch_id
