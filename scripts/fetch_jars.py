@@ -58,8 +58,10 @@ def main() -> int:
         spark_jars = Path(sys.argv[2])
         for jar in cache.glob("*.jar"):
             link = spark_jars / jar.name
-            if not link.exists():
-                shutil.copyfile(jar, link)
+            if not link.exists() or link.stat().st_size != jar.stat().st_size:
+                partial = link.with_suffix(".part")
+                shutil.copyfile(jar, partial)
+                partial.replace(link)
     return 0
 
 

