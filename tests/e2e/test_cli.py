@@ -41,7 +41,9 @@ def counts(root: Path) -> dict[str, object]:
         "   + (select count(*) from silver.weather_quarantine) as weather,"
         " (select count(*) from ops.ingested_files) as files,"
         " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
-        " (select count(*) from gold.flight_features where weather_observed_at > sched_dep_at) as future_weather",
+        # The row for hour H is the report taken up to H:51: complete only at H + 1 hour.
+        " (select count(*) from gold.flight_features"
+        "   where weather_observed_at + interval 1 hour > sched_dep_at) as future_weather",
         root,
     )
 
