@@ -28,12 +28,6 @@ silver:
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("GOLDSMITH_ROOT", "GOLDSMITH_ENV", "GOLDSMITH_MASTER"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def _pipeline(tmp_path: Path, text: str = PIPELINE) -> Path:
     (tmp_path / "things.sql").write_text("select id, name from bronze.things", encoding="utf-8")
     path = tmp_path / "tiny.yml"

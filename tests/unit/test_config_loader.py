@@ -16,12 +16,6 @@ REVIEWS = REPO / "conf" / "pipelines" / "reviews.yml"
 FLIGHT_SOURCES = ["flights", "weather", "planes", "airports", "airlines"]
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("GOLDSMITH_ROOT", "GOLDSMITH_ENV", "GOLDSMITH_MASTER", "GOLDSMITH_CATALOG"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
