@@ -78,15 +78,17 @@ class OpsLog:
             )
         return self._cache[table]
 
+    def _ingested(self, source: str) -> list[dict[str, Any]]:
+        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id")
+        return [r for r in rows if r["source"] == source]
+
     def ingested_files(self, source: str) -> set[tuple[str, int, int]]:
         """(path, size, modified_ms) of every file already ingested for `source`."""
-        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id")
-        return {(r["path"], int(r["size_bytes"]), int(r["modified_ms"])) for r in rows if r["source"] == source}
+        return {(r["path"], int(r["size_bytes"]), int(r["modified_ms"])) for r in self._ingested(source)}
 
     def batches(self, source: str) -> set[str]:
         """Batch ids ingested for `source`."""
-        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id")
-        return {r["batch_id"] for r in rows if r["source"] == source}
+        return {r["batch_id"] for r in self._ingested(source)}
 
     def refined_batches(self, silver_table: str) -> set[str]:
         """Batch ids already merged into `silver.<silver_table>`."""

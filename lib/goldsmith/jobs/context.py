@@ -63,6 +63,11 @@ class RunContext:
     def __post_init__(self) -> None:
         self.ops = OpsLog(self.lakehouse)
 
+    @property
+    def changed(self) -> bool:
+        """Whether any stage of this run wrote a table (skipped tables change nothing)."""
+        return any(r.status != "skipped" for r in self.results)
+
     def record(self, result: TableResult) -> None:
         """Keep a table result for `ops.quality_metrics` (written by `flush`, once per stage)."""
         result.seconds = result.seconds or time.perf_counter() - result.started

@@ -95,15 +95,14 @@ def run_pipeline(
             status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             raise
         finally:
-            changed = any(r.status != "skipped" for r in ctx.results)
             # A run that found nothing to do changes no table, its own log included: re-running is a no-op.
-            if changed or status != "ok":
+            if ctx.changed or status != "ok":
                 ctx.ops.append("run_log", [{
                     "run_id": ctx.run_id, "pipeline": config.name, "stages": ",".join(chosen), "status": status,
                     "message": message[:2000], "started_at": ctx.started_at, "finished_at": now(),
                     "duration_seconds": round(time.perf_counter() - total.start, 3),
                 }])
-    if not any(r.status != "skipped" for r in ctx.results):
+    if not ctx.changed:
         log.info("run %s: nothing new, no table changed (%.1f s)", ctx.run_id, total.seconds)
     else:
         log.info("run %s finished in %.1f s", ctx.run_id, total.seconds)
