@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline's stages in one Spark application")
     _add_pipeline_args(run)
-    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features")
+    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features,train,score")
 
     validate = sub.add_parser("validate", help="check a pipeline's config and SQL without running it")
     _add_pipeline_args(validate)
@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000, help="most rows to print (default 1000)")
+
+    models = sub.add_parser("models", help="list registered model versions, promote one, roll back the champion")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    for action, text in (("list", "versions with their aliases and test metrics"),
+                         ("promote", "make a version champion (its gates are checked)"),
+                         ("rollback", "move champion back to the version it replaced")):
+        cmd = models_sub.add_parser(action, help=text)
+        cmd.add_argument("name", help="the registered model, e.g. flight_delay")
+        if action == "promote":
+            cmd.add_argument("version", type=int)
+            cmd.add_argument("--force", action="store_true", help="promote even if the gates fail (say why)")
+        if action != "list":
+            cmd.add_argument("--reason", default="", help="why, recorded in ops.model_promotions")
+        cmd.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
 
     demo = sub.add_parser("demo-data", help="write an example dataset's landing files")
     demo.add_argument("dataset", choices=("flights", "reviews"))
@@ -100,15 +114,40 @@ def _print_summary(ctx: RunContext) -> None:
     tables = [("bronze", n) for n in config.sources] + [("bronze", f"{n}_quarantine") for n in config.sources]
     tables += [("silver", n) for n in config.silver] + [("silver", f"{n}_quarantine") for n in config.silver]
     tables += [("gold", n) for n in config.gold]
+    tables += [tuple(spec.output_table(n).split(".", 1)) for n, spec in config.models.items()]  # type: ignore[misc]
     existing = [(layer, name) for layer, name in tables if lakehouse.exists(layer, name)]
     print(f"\nRun {ctx.run_id} of pipeline '{config.name}' finished. Its tables, under {lakehouse.root}:")
     for layer, name in existing:
         print(f"  {layer}.{name:<32} {lakehouse.path(layer, name)}")
+    _print_models(ctx)
     example = next((f"{la}.{n}" for la, n in reversed(existing) if not n.endswith("_quarantine")), None)
     if example:
         root_arg = "" if Path(config.storage.root).resolve() == Path("lakehouse").resolve() else \
             f" --root {config.storage.root}"
         print(f'\nQuery them:  goldsmith sql "select * from {example} limit 5"{root_arg}')
+
+
+def _print_models(ctx: RunContext) -> None:
+    from goldsmith.jobs.score import ScoreOutcome
+    from goldsmith.jobs.train import TrainOutcome
+
+    trained = [m for m in ctx.models if isinstance(m, TrainOutcome)]
+    for m in trained:
+        if m.status == "skipped":
+            print(f"\nModel {m.name}: unchanged since version {m.version}, not retrained")
+            continue
+        headline = ("roc_auc", "pr_auc", "accuracy", "f1", "macro_f1", "weighted_f1", "log_loss", "rmse", "mae", "r2")
+        shown = ", ".join(f"{k} {m.test_metrics[k]:.4f}" for k in headline if k in m.test_metrics)
+        print(f"\nModel {m.name} version {m.version} ({m.backend}: {m.winner}) is {m.status}")
+        print(f"  test set: {shown}")
+        for reason in m.reasons:
+            print(f"  not champion: {reason}")
+    for m in ctx.models:
+        if isinstance(m, ScoreOutcome):
+            print(f"\n{m.output}: {m.rows:,} rows scored by {m.name} v{m.version} (champion)")
+    tracking = next((m.tracking for m in trained if m.tracking is not None), None)
+    if tracking is not None:
+        print(f"\nRuns, plots and the registry:  {tracking.ui_command}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -136,6 +175,12 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from goldsmith.models_cli import run_models_command
+
+    return run_models_command(args)
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from goldsmith.examples import write_landing
 
@@ -146,7 +191,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "sql": cmd_sql, "demo-data": cmd_demo_data}
+COMMANDS = {
+    "run": cmd_run, "validate": cmd_validate, "sql": cmd_sql, "models": cmd_models, "demo-data": cmd_demo_data,
+}
 
 
 if __name__ == "__main__":

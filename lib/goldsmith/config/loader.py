@@ -86,7 +86,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 # Mappings whose keys may contain dots (Spark settings, reader options, SQL parameters, vars): the rest of
 # a `--set` key after one of these paths is a single key, e.g. spark.conf.spark.sql.shuffle.partitions.
-_FREE_KEY_MAPS = (("spark", "conf"), ("sources", "*", "options"), ("gold", "*", "params"), ("vars",))
+_FREE_KEY_MAPS = (
+    ("spark", "conf"), ("sources", "*", "options"), ("gold", "*", "params"), ("models", "*", "trainer", "params"),
+    ("vars",),
+)
 
 
 def _split_key(key: str) -> list[str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from itertools import product
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -112,6 +113,217 @@ class GoldTable(Model):
     )
 
 
+HOROVOD_MESSAGE = (
+    "trainer.backend 'horovod' is not shipped: Horovod 0.28.1 (its last release, 2023) does not build against "
+    "PyTorch >= 2.1 (it needs C++17; the fix was never released) and horovod[spark] pins pyarrow < 11; Databricks "
+    "deprecated HorovodRunner in favour of TorchDistributor. Use `backend: torch-distributor`, which trains the "
+    "same data-parallel model with PyTorch DDP"
+)
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
+METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall", "log_loss"),
+    "multiclass": ("macro_f1", "weighted_f1", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+ALGORITHMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "spark-ml": {
+        "binary": ("logistic_regression", "gbt", "random_forest"),
+        "multiclass": ("logistic_regression", "random_forest"),
+        "regression": ("linear_regression", "gbt", "random_forest"),
+    },
+    "sklearn-udf": {
+        "binary": ("logistic_regression", "hist_gradient_boosting", "random_forest"),
+        "multiclass": ("logistic_regression", "hist_gradient_boosting", "random_forest"),
+        "regression": ("ridge", "hist_gradient_boosting", "random_forest"),
+    },
+    "torch-distributor": {"binary": ("mlp",), "multiclass": ("mlp",), "regression": ("mlp",)},
+}
+ParamValue = str | int | float | bool | None
+
+
+class FeatureSet(Model):
+    """The model's input columns, by kind: numbers are imputed and scaled, categories one-hot encoded,
+    text tokenised into TF-IDF."""
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    text: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.text]
+
+    @model_validator(mode="after")
+    def _some_unique(self) -> FeatureSet:
+        names = self.all
+        if not names:
+            raise ValueError("list at least one feature under numeric, categorical or text")
+        for name in names:
+            _check_ident(name, "feature")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"a feature is listed twice: {', '.join(dupes)}")
+        return self
+
+
+class SplitConfig(Model):
+    """Train / validation / test. `time`: by a date or timestamp column (train before `validation_from`,
+    validation before `test_from`, test before `until`); `random`: by a hash of the keys, stable across runs."""
+
+    method: Literal["time", "random"]
+    column: str | None = None
+    validation_from: str | None = None
+    test_from: str | None = None
+    until: str | None = Field(default=None, description="rows at or after this are never trained on (time split)")
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _complete(self) -> SplitConfig:
+        if self.method == "time":
+            missing = [k for k in ("column", "validation_from", "test_from") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a time split needs {', '.join(missing)}")
+            bounds = [b for b in (self.validation_from, self.test_from, self.until) if b is not None]
+            if bounds != sorted(bounds):
+                raise ValueError("validation_from < test_from < until must hold")
+        else:
+            if any(f <= 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-9:
+                raise ValueError("fractions are three positive numbers (train, validation, test) summing to 1")
+        return self
+
+
+class TrainerConfig(Model):
+    """How to train: a backend, an algorithm and its parameters, optionally a search grid of candidates."""
+
+    backend: Literal["spark-ml", "sklearn-udf", "torch-distributor", "horovod"]
+    algorithm: str | None = None
+    params: dict[str, ParamValue | list[int]] = Field(default_factory=dict)
+    search: dict[str, dict[str, list[ParamValue]]] = Field(
+        default_factory=dict,
+        description="algorithm -> parameter -> values; every combination is a candidate, the best on validation wins",
+    )
+    group_by: str | None = Field(default=None, description="sklearn-udf: one model per value of this column")
+    min_group_rows: int = Field(default=50, ge=2, description="smaller groups use the model of all groups")
+    class_weight: Literal["balanced", "none"] = "balanced"
+    max_train_rows: int | None = Field(
+        default=None, ge=100, description="sklearn-udf / torch: train on a seeded sample of at most this many rows"
+    )
+    num_processes: int = Field(default=2, ge=1, description="torch-distributor: DDP processes")
+    local_mode: bool = Field(default=True, description="torch-distributor: torchrun on the driver, or barrier tasks")
+
+    @model_validator(mode="after")
+    def _supported(self) -> TrainerConfig:
+        if self.backend == "horovod":
+            raise ValueError(HOROVOD_MESSAGE)
+        if self.group_by is not None:
+            _check_ident(self.group_by, "group_by column")
+            if self.backend != "sklearn-udf":
+                raise ValueError("group_by (one model per group) is a sklearn-udf mode")
+            if self.search:
+                raise ValueError("group_by and search do not combine: per-group models use algorithm and params")
+        if self.algorithm is None and not self.search:
+            raise ValueError("name an algorithm (or a search grid)")
+        return self
+
+    def candidates(self) -> list[tuple[str, dict[str, Any]]]:
+        """(algorithm, params) of every candidate: the search grid's combinations, or the one algorithm."""
+        if not self.search:
+            assert self.algorithm is not None
+            return [(self.algorithm, dict(self.params))]
+        found = []
+        for algorithm, grid in self.search.items():
+            keys = list(grid)
+            for values in product(*(grid[k] for k in keys)) if keys else [()]:
+                base = dict(self.params) if algorithm == self.algorithm else {}
+                found.append((algorithm, {**base, **dict(zip(keys, values, strict=True))}))
+        return found
+
+
+class Gates(Model):
+    """What a new model must pass to become `champion` (it is `challenger` either way)."""
+
+    min_metrics: dict[str, float] = Field(default_factory=dict, description="test metric >= value")
+    max_metrics: dict[str, float] = Field(default_factory=dict, description="test metric <= value")
+    min_improvement: float = Field(
+        default=0.0, description="must beat the champion's test value of the primary metric by this margin"
+    )
+
+
+class ScoreConfig(Model):
+    """Batch scoring with `models:/<name>@champion`."""
+
+    table: str | None = Field(default=None, description="default: the training table")
+    where: str | None = Field(default=None, description="the scoring window, a SQL predicate over the table")
+    output: str | None = Field(default=None, description="default: gold.<model>_predictions")
+
+
+class ModelSpec(Model):
+    """A model trained from a gold (or silver) table, registered under its name and scored in batch."""
+
+    table: str = Field(description="layer.table, e.g. gold.flight_features")
+    label: str
+    keys: list[str] = Field(min_length=1, description="identify a row; predictions are MERGEd on them")
+    features: FeatureSet
+    task: Literal["binary", "multiclass", "regression"]
+    where: str | None = Field(default=None, description="rows usable for training, e.g. 'label is not null'")
+    positive_class: str | None = Field(default=None, description="binary: the positive label (default 1 / true)")
+    split: SplitConfig
+    primary_metric: str | None = None
+    trainer: TrainerConfig
+    gates: Gates = Field(default_factory=Gates)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+
+    @field_validator("table")
+    @classmethod
+    def _layer_table(cls, value: str) -> str:
+        layer, _, table = value.partition(".")
+        if layer not in ("silver", "gold") or not table:
+            raise ValueError(f"{value!r} must be silver.<table> or gold.<table>")
+        _check_ident(table, "table")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        for column in (self.label, *self.keys):
+            _check_ident(column, "column")
+        if self.label in self.features.all:
+            raise ValueError(f"the label {self.label!r} is also a feature")
+        metric = self.metric
+        if metric not in METRICS[self.task]:
+            raise ValueError(f"primary_metric {metric!r} is not a {self.task} metric ({', '.join(METRICS[self.task])})")
+        for gate in (self.gates.min_metrics, self.gates.max_metrics):
+            for name in gate:
+                if name not in METRICS[self.task]:
+                    raise ValueError(f"gates: {name!r} is not a {self.task} metric ({', '.join(METRICS[self.task])})")
+        known = ALGORITHMS[self.trainer.backend][self.task]
+        for algorithm, _ in self.trainer.candidates():
+            if algorithm not in known:
+                raise ValueError(
+                    f"trainer: {self.trainer.backend} has no {self.task} algorithm {algorithm!r} "
+                    f"(choose from {', '.join(known)})"
+                )
+        if self.trainer.group_by and self.trainer.group_by not in self.features.all:
+            raise ValueError(f"trainer.group_by {self.trainer.group_by!r} must also be a feature: each row is routed "
+                             "to its group's model by it")
+        if self.features.text and self.trainer.backend == "torch-distributor":
+            raise ValueError("torch-distributor trains on numeric and categorical features; text needs spark-ml or "
+                             "sklearn-udf")
+        return self
+
+    @property
+    def metric(self) -> str:
+        """The primary metric: candidates are ranked and gates compared on it."""
+        return self.primary_metric or {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[self.task]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    def output_table(self, name: str) -> str:
+        return self.score.output or f"gold.{name}_predictions"
+
+
 class StorageConfig(Model):
     """Where tables live. `catalog` is a Unity Catalog name on Databricks, empty elsewhere."""
 
@@ -139,6 +351,7 @@ class PipelineConfig(Model):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     silver: dict[str, SilverTable] = Field(default_factory=dict)
     gold: dict[str, GoldTable] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
     base_dir: Path = Field(default=Path("."), exclude=True, description="folder of the pipeline file")
 
     @field_validator("name")
@@ -146,7 +359,7 @@ class PipelineConfig(Model):
     def _name_ident(cls, value: str) -> str:
         return _check_ident(value, "pipeline name")
 
-    @field_validator("sources", "silver", "gold")
+    @field_validator("sources", "silver", "gold", "models")
     @classmethod
     def _table_names(cls, value: dict[str, object]) -> dict[str, object]:
         for key in value:
@@ -161,6 +374,16 @@ class PipelineConfig(Model):
                 raise ValueError(
                     f"silver.{name}.source: {table.source!r} is not a source (sources: {known})"
                 )
+        for name, spec in self.models.items():
+            for where, ref in (("table", spec.table), ("score.table", spec.score.table)):
+                if ref is None:
+                    continue
+                layer, table_name = ref.split(".", 1)
+                if table_name not in (self.silver if layer == "silver" else self.gold):
+                    raise ValueError(f"models.{name}.{where}: {ref} is not a table this pipeline builds")
+            output = spec.output_table(name)
+            if not output.startswith("gold.") or output.removeprefix("gold.") in self.gold:
+                raise ValueError(f"models.{name}.score.output: {output} must be a new gold.<table>")
         return self
 
     def sql_path(self, relative: Path) -> Path:

@@ -29,6 +29,14 @@ SCHEMAS: dict[str, str] = {
     "gold_builds": (
         "table_name STRING, run_id STRING, inputs STRING, rows BIGINT, table_version BIGINT, built_at TIMESTAMP"
     ),
+    "model_promotions": (
+        "model_name STRING, alias STRING, action STRING, from_version BIGINT, to_version BIGINT, reason STRING, "
+        "actor STRING, mlflow_run_id STRING, run_id STRING, moved_at TIMESTAMP"
+    ),
+    "scoring_runs": (
+        "model_name STRING, model_version BIGINT, input_table STRING, input_version BIGINT, score_window STRING, "
+        "output_table STRING, output_version BIGINT, rows BIGINT, run_id STRING, scored_at TIMESTAMP"
+    ),
     "run_log": (
         "run_id STRING, pipeline STRING, stages STRING, status STRING, message STRING, "
         "started_at TIMESTAMP, finished_at TIMESTAMP, duration_seconds DOUBLE"
@@ -104,6 +112,16 @@ class OpsLog:
             .orderBy(F.col("built_at").desc()).select("inputs").first()
         )
         return json.loads(row["inputs"]) if row else None
+
+    def last_scoring(self, model: str) -> dict[str, Any] | None:
+        """The latest `ops.scoring_runs` row of `model`, or None."""
+        if not self.lakehouse.exists("ops", "scoring_runs"):
+            return None
+        row = (
+            self.lakehouse.read("ops", "scoring_runs").where(F.col("model_name") == model)
+            .orderBy(F.col("scored_at").desc()).first()
+        )
+        return row.asDict() if row else None
 
 
 def _literal(value: Any, data_type: DataType) -> Column:

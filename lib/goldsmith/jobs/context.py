@@ -58,6 +58,7 @@ class RunContext:
     started_at: datetime = field(default_factory=now)
     results: list[TableResult] = field(default_factory=list)
     ops: OpsLog = field(init=False)
+    models: list[Any] = field(default_factory=list)  # TrainOutcome / ScoreOutcome of the model stages
     _pending: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,1 @@
+"""Training, evaluation, the model registry and batch scoring."""

@@ -1,0 +1,449 @@
+"""torch-distributor: a multilayer perceptron trained with PyTorch DDP under Spark's TorchDistributor.
+
+The driver fits a `TabularEncoder` with Spark and snapshots the training rows as Parquet under the workdir
+(`num_processes * FILES_PER_PROCESS` files). One distributed run trains every candidate: rank r reads files
+r::world_size, encodes them, and all ranks step the same number of batches per epoch. Rank 0 writes each
+candidate's weights (numpy) and per-epoch losses to `<workdir>/torch/<candidate index>/`. The trained model
+predicts with a numpy forward pass, so scoring needs no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pyspark.sql import functions as F
+
+from goldsmith.errors import ConfigError, StageFailed
+from goldsmith.ml.base import (
+    LABEL,
+    WEIGHT,
+    Backend,
+    Candidate,
+    PandasModel,
+    Problem,
+    PyfuncPredictor,
+    Stopwatch,
+    TrainingSets,
+    feature_columns,
+)
+from goldsmith.ml.encoding import TabularEncoder
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+    from goldsmith.config.models import TrainerConfig
+
+log = logging.getLogger("goldsmith")
+
+FILES_PER_PROCESS = 2
+WEIGHTS_FILE = "weights.npz"
+LOSS_FILE = "loss.json"
+Layers = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class MLPSettings:
+    """The parameters of the `mlp` algorithm. `batch_size` is rows per optimiser step over all processes."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    epochs: int = 5
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+PARAMS = tuple(MLPSettings.__dataclass_fields__)
+
+
+def mlp_settings(algorithm: str, params: dict[str, Any]) -> MLPSettings:
+    """Check a candidate's algorithm and parameters; ConfigError names the first bad one."""
+    if algorithm != "mlp":
+        raise ConfigError(f"trainer: torch-distributor has no algorithm {algorithm!r} (it trains 'mlp')")
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise ConfigError(
+            f"trainer.params: mlp has no parameter {unknown[0]!r} (parameters: {', '.join(PARAMS)})"
+        )
+    defaults = MLPSettings()
+    return MLPSettings(
+        hidden=_hidden(params.get("hidden", defaults.hidden)),
+        dropout=_number(params, "dropout", defaults.dropout, low=0.0, high=1.0, high_open=True),
+        epochs=_integer(params, "epochs", defaults.epochs),
+        batch_size=_integer(params, "batch_size", defaults.batch_size),
+        lr=_number(params, "lr", defaults.lr, low=0.0, low_open=True),
+        weight_decay=_number(params, "weight_decay", defaults.weight_decay, low=0.0),
+    )
+
+
+def _hidden(value: Any) -> tuple[int, ...]:
+    """Layer sizes from a list, one int, or a string like '64,32' (search grids hold scalars only)."""
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[,\sx]+", value.strip()) if p]
+        value = [int(p) if p.isdigit() else p for p in parts]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    ):
+        raise ConfigError(f"trainer.params.hidden: layer sizes are positive integers, e.g. [64, 32], not {value!r}")
+    return tuple(value)
+
+
+def _integer(params: dict[str, Any], name: str, default: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"trainer.params.{name}: a positive integer, not {value!r}")
+    return value
+
+
+def _number(
+    params: dict[str, Any], name: str, default: float, low: float, high: float = math.inf,
+    low_open: bool = False, high_open: bool = False,
+) -> float:
+    value = params.get(name, default)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise ConfigError(f"trainer.params.{name}: a number in {left}{low}, {high}{right}, not {value!r}")
+    return float(value)
+
+
+def local_path(uri: str) -> str:
+    """The POSIX path of a workdir the driver and the executors mount (a path, file: or dbfs:)."""
+    if uri.startswith("dbfs:/"):
+        return "/dbfs/" + uri.removeprefix("dbfs:").lstrip("/")
+    if uri.startswith("file:"):
+        return "/" + uri.removeprefix("file:").lstrip("/")
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri):
+        raise ConfigError(
+            f"torch-distributor needs a workdir on a file system the driver and executors mount "
+            f"(a path, file: or dbfs:), not {uri}"
+        )
+    return uri
+
+
+class TorchDistributorBackend(Backend):
+    """Trains `mlp` candidates with DistributedDataParallel on CPU (gloo), one TorchDistributor run for all."""
+
+    name = "torch-distributor"
+
+    def train(self, problem: Problem, sets: TrainingSets) -> list[Candidate]:
+        trainer = problem.spec.trainer
+        candidates = trainer.candidates()
+        settings = [mlp_settings(algorithm, params) for algorithm, params in candidates]
+        features = problem.features
+        if features.text:
+            raise ConfigError("torch-distributor trains on numeric and categorical features, not text")
+        if problem.is_classifier and problem.n_classes < 2:
+            raise ConfigError(f"a {problem.task} model needs at least two classes, found {problem.n_classes}")
+        root_uri = f"{sets.workdir.rstrip('/')}/torch"
+        root = Path(local_path(root_uri))
+        prepared = time.perf_counter()
+        snapshot = self._snapshot(problem, sets, trainer, f"{root_uri}/snapshot")
+        files = sorted(str(p) for p in (root / "snapshot").glob("*.parquet"))
+        if len(files) < trainer.num_processes:
+            raise ConfigError(
+                f"model {problem.name}: {len(files)} training file(s) for {trainer.num_processes} processes; "
+                "too few training rows (lower trainer.num_processes)"
+            )
+        encoder = TabularEncoder.fit_spark(snapshot, features)
+        target_mean, target_std = 0.0, 1.0
+        if not problem.is_classifier:  # the network learns the standardised target
+            stats = snapshot.agg(F.avg(LABEL).alias("mean"), F.stddev_pop(LABEL).alias("std")).first()
+            assert stats is not None
+            target_mean = float(stats["mean"] or 0.0)
+            target_std = float(stats["std"]) if stats["std"] and stats["std"] > 1e-12 else 1.0
+
+        job = {
+            "files": files,
+            "columns": [*encoder.numeric, *encoder.categorical],
+            "classifier": problem.is_classifier,
+            "outputs": problem.n_classes if problem.is_classifier else 1,
+            "target_mean": target_mean,
+            "target_std": target_std,
+            "seed": problem.seed,
+            "candidates": [{"out_dir": str(root / str(i)), **asdict(s)} for i, s in enumerate(settings)],
+        }
+        mode = "local mode" if trainer.local_mode else "barrier mode"
+        log.info(
+            "  %s: %d candidate(s), %d inputs, %d processes (%s); data prepared in %.1f s",
+            problem.name, len(candidates), encoder.width, trainer.num_processes, mode, time.perf_counter() - prepared,
+        )
+        with Stopwatch() as watch:
+            run_distributed(job, encoder, trainer)
+        reports = [json.loads((root / str(i) / LOSS_FILE).read_text()) for i in range(len(candidates))]
+        rows = sum(reports[0]["rank_rows"])  # the ranks' shards partition the snapshot
+        overhead = max(0.0, watch.seconds - sum(r["seconds"] for r in reports)) / len(candidates)
+
+        results = []
+        for i, ((algorithm, params), report) in enumerate(zip(candidates, reports, strict=True)):
+            model = TorchMLPModel(
+                encoder, load_layers(root / str(i) / WEIGHTS_FILE), problem.is_classifier, target_mean, target_std
+            )
+            seconds = report["seconds"] + overhead
+            losses = [float(v) for v in report["epochs_loss"]]
+            candidate = Candidate(
+                algorithm=algorithm,
+                params=params,
+                predictor=PyfuncPredictor(problem, model),
+                train_seconds=seconds,
+                info={
+                    "epochs_loss": losses,
+                    "num_processes": trainer.num_processes,
+                    "local_mode": trainer.local_mode,
+                    "train_rows": rows,
+                },
+            )
+            log.info(
+                "  %s: %-40s %s rows, %d processes (%s), final loss %.4f  (%.1f s)",
+                problem.name, candidate.label, f"{rows:,}", report["world_size"], mode, losses[-1], seconds,
+            )
+            results.append(candidate)
+        return results
+
+    @staticmethod
+    def _snapshot(problem: Problem, sets: TrainingSets, trainer: TrainerConfig, path: str) -> DataFrame:
+        """Write the (sampled) training rows as Parquet, `num_processes * FILES_PER_PROCESS` files; read back."""
+        df = sets.train
+        weight = F.col(WEIGHT).cast("double") if WEIGHT in df.columns else F.lit(1.0)
+        df = df.where(F.col(LABEL).isNotNull()).select(
+            *feature_columns(problem.features),
+            F.col(LABEL).cast("double").alias(LABEL),
+            F.coalesce(weight, F.lit(1.0)).alias(WEIGHT),
+        )
+        if trainer.max_train_rows is not None:
+            total = df.count()
+            if total > trainer.max_train_rows:
+                fraction = min(1.0, 1.1 * trainer.max_train_rows / total)
+                df = df.sample(fraction=fraction, seed=problem.seed).limit(trainer.max_train_rows)
+        df.repartition(trainer.num_processes * FILES_PER_PROCESS).write.mode("overwrite").parquet(path)
+        return df.sparkSession.read.parquet(path)
+
+
+def run_distributed(job: dict[str, Any], encoder: TabularEncoder, trainer: TrainerConfig) -> None:
+    """Run `train_ranks` under TorchDistributor; its output is kept from the console unless the run fails."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    for spec in job["candidates"]:
+        shutil.rmtree(spec["out_dir"], ignore_errors=True)
+        Path(spec["out_dir"]).mkdir(parents=True)
+    distributor = TorchDistributor(
+        num_processes=trainer.num_processes, local_mode=trainer.local_mode, use_gpu=False
+    )
+    distributor.logger.setLevel(logging.WARNING)
+    captured = io.StringIO()
+    failure: BaseException | None = None
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            distributor.run(train_ranks, job, encoder)
+    except Exception as exc:
+        failure = exc
+    output = captured.getvalue()
+    if output.strip():
+        log.debug("torch-distributor output:\n%s", output)
+    missing = [s["out_dir"] for s in job["candidates"] if not (Path(s["out_dir"]) / LOSS_FILE).exists()]
+    if failure is not None or missing:
+        message = first_error([Path(s["out_dir"]) for s in job["candidates"]], output, failure)
+        raise StageFailed(f"torch-distributor training failed: {message}") from None
+
+
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+_COLLATERAL = ("ChildFailedError", "TorchDistributor failed", "Command [", "PythonException")
+
+
+def first_error(out_dirs: list[Path], output: str, failure: BaseException | None) -> str:
+    """The most telling error line: the earliest rank traceback's exception, else one from the output."""
+    reports = sorted((p for d in out_dirs for p in d.glob("error-rank*.txt")), key=lambda p: p.stat().st_mtime)
+    for report in reports:
+        lines = [line for line in report.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return f"{lines[-1].strip()} ({report.stem.removeprefix('error-')})"
+    texts = [output, str(failure) if failure is not None else ""]
+    for text in texts:
+        for line in text.splitlines():
+            if _ERROR_LINE.match(line) and not any(noise in line for noise in _COLLATERAL):
+                return line.strip()[:500]
+    if failure is not None:
+        lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
+        return (lines[0] if lines else type(failure).__name__)[:500]
+    return "no weights were written (see the debug log for the workers' output)"
+
+
+def train_ranks(job: dict[str, Any], encoder: TabularEncoder) -> None:
+    """The function every DDP process runs; an error is also written to `error-rank<r>.txt`."""
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        _train_ranks(job, encoder, rank, int(os.environ.get("WORLD_SIZE", "1")))
+    except BaseException:
+        for spec in job["candidates"]:
+            with contextlib.suppress(OSError):
+                Path(spec["out_dir"], f"error-rank{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _train_ranks(job: dict[str, Any], encoder: TabularEncoder, rank: int, world: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    mine = job["files"][rank::world]
+    columns = [*job["columns"], LABEL, WEIGHT]
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in mine]) if mine else None
+    pdf = table.to_pandas() if table is not None else None
+    if pdf is None or len(pdf) == 0:
+        x = np.zeros((0, encoder.width), dtype=np.float32)
+        label = weight = np.zeros(0)
+    else:
+        x = encoder.transform(pdf)
+        label, weight = pdf[LABEL].to_numpy(dtype=np.float64), pdf[WEIGHT].to_numpy(dtype=np.float64)
+    features = torch.from_numpy(x)
+    weights = torch.from_numpy(weight.astype(np.float32))
+    if job["classifier"]:
+        targets = torch.from_numpy(label.astype(np.int64))
+    else:
+        targets = torch.from_numpy(((label - job["target_mean"]) / job["target_std"]).astype(np.float32))
+
+    dist.init_process_group("gloo")
+    try:
+        counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([len(x)], dtype=torch.int64))
+        rank_rows = [int(c.item()) for c in counts]
+        shared_rows = min(rank_rows)  # every rank steps through this many rows per epoch
+        for spec in job["candidates"]:
+            started = time.perf_counter()
+            settings = MLPSettings(**{k: v for k, v in spec.items() if k != "out_dir"})
+            torch.manual_seed(job["seed"] + rank)
+            generator = torch.Generator().manual_seed(job["seed"] + rank)
+            net = build_mlp(encoder.width, settings.hidden, job["outputs"], settings.dropout)
+            model = DistributedDataParallel(net)
+            optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+            per_rank = max(1, settings.batch_size // world)
+            losses = []
+            for _ in range(settings.epochs):
+                model.train()
+                order = torch.randperm(len(x), generator=generator)[:shared_rows]
+                totals = torch.zeros(2, dtype=torch.float64)
+                for start in range(0, shared_rows, per_rank):
+                    batch = order[start : start + per_rank]
+                    out, w = model(features[batch]), weights[batch]
+                    if job["classifier"]:
+                        each = torch.nn.functional.cross_entropy(out, targets[batch], reduction="none")
+                    else:
+                        each = (out[:, 0] - targets[batch]) ** 2
+                    loss = (each * w).sum() / w.sum().clamp_min(1e-12)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    totals += torch.stack([(each.detach() * w).sum(), w.sum()]).double()
+                dist.all_reduce(totals)
+                losses.append(float(totals[0] / totals[1].clamp_min(1e-12)))
+            if rank == 0:
+                out_dir = Path(spec["out_dir"])
+                arrays: dict[str, Any] = {}
+                for i, (weight_matrix, bias) in enumerate(linear_layers(net)):
+                    arrays[f"w{i}"], arrays[f"b{i}"] = weight_matrix, bias
+                with open(out_dir / f".{WEIGHTS_FILE}", "wb") as f:
+                    np.savez(f, **arrays)
+                os.replace(out_dir / f".{WEIGHTS_FILE}", out_dir / WEIGHTS_FILE)
+                report = {
+                    "epochs_loss": losses,
+                    "world_size": world,
+                    "rank_rows": rank_rows,
+                    "steps_per_epoch": math.ceil(shared_rows / per_rank),
+                    "rows_per_step": per_rank * world,
+                    "seconds": time.perf_counter() - started,
+                }
+                (out_dir / LOSS_FILE).write_text(json.dumps(report))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def build_mlp(width: int, hidden: tuple[int, ...], outputs: int, dropout: float) -> Any:
+    """The network: Linear -> ReLU -> Dropout per hidden layer, then a Linear to the outputs."""
+    import torch
+
+    layers: list[Any] = []
+    size = width
+    for h in hidden:
+        layers += [torch.nn.Linear(size, h), torch.nn.ReLU()]
+        if dropout > 0:
+            layers.append(torch.nn.Dropout(dropout))
+        size = h
+    layers.append(torch.nn.Linear(size, outputs))
+    return torch.nn.Sequential(*layers)
+
+
+def linear_layers(net: Any) -> Layers:
+    """The (weight, bias) arrays of each Linear layer of `net`, in order, as float32 numpy."""
+    import torch
+
+    return [
+        (m.weight.detach().cpu().numpy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32))
+        for m in net.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+
+
+def load_layers(path: Path) -> Layers:
+    """The layers rank 0 saved."""
+    with np.load(path) as arrays:
+        return [(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(len(arrays.files) // 2)]
+
+
+class TorchMLPModel(PandasModel):
+    """The trained MLP as numpy arrays: encoder, then Linear/ReLU layers; softmax for classification,
+    the de-standardised output for regression."""
+
+    def __init__(
+        self, encoder: TabularEncoder, layers: Layers, classifier: bool, target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> None:
+        self.encoder = encoder
+        self.layers = layers
+        self.classifier = classifier
+        self.target_mean = target_mean
+        self.target_std = target_std
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The network's raw outputs (logits) for encoded rows."""
+        h = np.asarray(x, dtype=np.float32)
+        for i, (weight, bias) in enumerate(self.layers):
+            h = h @ weight.T + bias
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        if not self.classifier:
+            raise TypeError("a regression model has no class probabilities")
+        logits = self.forward(self.encoder.transform(features)).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict_value(self, features: pd.DataFrame) -> np.ndarray:
+        if self.classifier:
+            raise TypeError("a classification model predicts probabilities")
+        out = self.forward(self.encoder.transform(features))[:, 0].astype(np.float64)
+        return out * self.target_std + self.target_mean

@@ -1,0 +1,76 @@
+"""Where MLflow keeps runs and the registry: by default a SQLite database and an artifact folder inside the
+lakehouse (`<root>/_mlflow/`), so a local run needs no server. `MLFLOW_TRACKING_URI` (and
+`MLFLOW_REGISTRY_URI`) override it, e.g. an MLflow server shared by a cluster, or `databricks`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from goldsmith.errors import ConfigError
+
+log = logging.getLogger("goldsmith")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The tracking/registry URI and the artifact location new experiments get."""
+
+    uri: str
+    artifact_root: str | None
+
+    @property
+    def ui_command(self) -> str:
+        if self.uri.startswith("sqlite:"):
+            return f"mlflow ui --backend-store-uri {self.uri}"
+        return f"open {self.uri}"
+
+
+def local_path(root: str) -> Path | None:
+    """The local folder of a `file:` or plain-path storage root, None for remote storage."""
+    parsed = urlparse(root)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else root)
+    return None
+
+
+def tracking_for(root: str) -> Tracking:
+    """MLFLOW_TRACKING_URI if set, else SQLite + artifacts under the (local) lakehouse root."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return Tracking(env, None)
+    folder = local_path(root)
+    if folder is None:
+        raise ConfigError(
+            f"storage root {root} is not a local folder, so MLflow cannot keep its SQLite database there: "
+            "set MLFLOW_TRACKING_URI (an MLflow server, or `databricks`)"
+        )
+    mlflow_dir = folder / "_mlflow"
+    mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return Tracking(f"sqlite:///{mlflow_dir / 'mlflow.db'}", (mlflow_dir / "artifacts").as_uri())
+
+
+def activate(tracking: Tracking) -> Any:
+    """Point MLflow (tracking and registry) at `tracking`; return an MlflowClient."""
+    import logging as _logging
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.model_registry"):
+        _logging.getLogger(name).setLevel(_logging.WARNING)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or tracking.uri)
+    return mlflow.MlflowClient()
+
+
+def experiment_id(client: Any, tracking: Tracking, name: str) -> str:
+    """The experiment `name`, created with its artifacts beside the database when it does not exist."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(name, artifact_location=tracking.artifact_root and
+                                        f"{tracking.artifact_root}/{name}"))

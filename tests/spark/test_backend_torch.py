@@ -1,0 +1,187 @@
+"""torch-distributor on the shared local[2] session: DDP with 2 processes, local mode and barrier mode."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from goldsmith.config.models import ModelSpec
+from goldsmith.errors import ConfigError, StageFailed
+from goldsmith.ml.backends.torch_ddp import TorchDistributorBackend
+from goldsmith.ml.base import PROBA, Problem, TrainingSets
+from goldsmith.ml.encoding import TabularEncoder
+
+EFFECT = {"a": -1.0, "b": 0.0, "c": 0.8, "d": 1.5}
+# local: 2 processes x ~2,800 rows x 20 epochs, including torchrun's start-up (~8.5 s measured)
+LOCAL_BUDGET_SECONDS = 60
+
+
+def binary_frame(rows: int = 4000, seed: int = 7) -> pd.DataFrame:
+    """x1, x2 (10% missing) and c (5% missing) drive a logistic label; the split is random by id."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.normal(2.0, 3.0, size=rows)
+    c = rng.choice(list(EFFECT), size=rows, p=[0.4, 0.3, 0.2, 0.1])
+    logit = 1.2 * x1 - 0.3 * (x2 - 2.0) + np.array([EFFECT[v] for v in c]) - 0.2
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame({"id": np.arange(rows), "x1": x1, "x2": x2, "c": c.astype(object), "y": y})
+    frame.loc[rng.random(rows) < 0.1, "x2"] = np.nan
+    frame.loc[rng.random(rows) < 0.05, "c"] = None
+    frame["r"] = 50.0 + 10.0 * x1 - 5.0 * (c == "d") + rng.normal(0.0, 2.0, size=rows)  # a regression target
+    frame["_label"] = frame["y"].astype(float)
+    frame["_weight"] = 1.0
+    frame["part"] = rng.choice(["train", "validation", "test"], size=rows, p=[0.7, 0.15, 0.15])
+    return frame
+
+
+def make_spec(task: str = "binary", **trainer: Any) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "table": "gold.t",
+            "label": "y" if task == "binary" else "r",
+            "keys": ["id"],
+            "features": {"numeric": ["x1", "x2"], "categorical": ["c"]},
+            "task": task,
+            "split": {"method": "random"},
+            "trainer": {"backend": "torch-distributor", "algorithm": "mlp", "num_processes": 2, **trainer},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return binary_frame()
+
+
+@pytest.fixture(scope="module")
+def parts(spark: SparkSession, frame: pd.DataFrame) -> dict[str, DataFrame]:
+    columns = ["id", "x1", "x2", "c", "r", "_label", "_weight"]
+    df = spark.createDataFrame(frame[[*columns, "part"]].astype({"c": object}).replace({np.nan: None}))
+    return {p: df.where(df.part == p).select(*columns).cache() for p in ("train", "validation", "test")}
+
+
+def sets_for(parts: dict[str, DataFrame], workdir: Path) -> TrainingSets:
+    return TrainingSets(parts["train"], parts["validation"], parts["test"], workdir=str(workdir))
+
+
+def validation_auc(candidate_predictor: Any, parts: dict[str, DataFrame]) -> float:
+    rows = candidate_predictor.transform(parts["validation"]).select("_label", PROBA).collect()
+    return float(roc_auc_score([r["_label"] for r in rows], [r[PROBA][1] for r in rows]))
+
+
+def sklearn_auc(frame: pd.DataFrame) -> float:
+    """Logistic regression on the same features, imputed, scaled and one-hot encoded the same way."""
+    train, valid = frame[frame.part == "train"], frame[frame.part == "validation"]
+    prep = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["x1", "x2"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["c"]),
+        ]
+    )
+    model = make_pipeline(prep, LogisticRegression(max_iter=1000))
+    model.fit(train[["x1", "x2", "c"]].fillna({"c": "missing"}), train["y"])
+    proba = model.predict_proba(valid[["x1", "x2", "c"]].fillna({"c": "missing"}))[:, 1]
+    return float(roc_auc_score(valid["y"], proba))
+
+
+def test_encoder_fits_from_spark_aggregates(parts: dict[str, DataFrame], frame: pd.DataFrame) -> None:
+    from goldsmith.config.models import FeatureSet
+
+    train = frame[frame.part == "train"]
+    encoder = TabularEncoder.fit_spark(
+        parts["train"], FeatureSet(numeric=["x1", "x2"], categorical=["c"]), max_categories=2
+    )
+    np.testing.assert_allclose(encoder.means, [train.x1.mean(), train.x2.mean()], rtol=1e-9)
+    np.testing.assert_allclose(encoder.stds, [train.x1.std(ddof=0), train.x2.std(ddof=0)], rtol=1e-9)
+    assert encoder.levels == (tuple(train.c.value_counts().index[:2]),) == (("a", "b"),)
+    assert encoder.width == 2 + 3
+
+
+def test_unknown_param_is_rejected_before_spark(parts: dict[str, DataFrame], tmp_path: Path) -> None:
+    problem = Problem(name="m", spec=make_spec(params={"epochs": 1, "learnin_rate": 0.1}), classes=("0", "1"))
+    with pytest.raises(ConfigError, match="'learnin_rate'"):
+        TorchDistributorBackend().train(problem, sets_for(parts, tmp_path))
+    assert not (tmp_path / "torch").exists()
+
+
+def test_local_mode_trains_on_both_ranks(
+    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = {"epochs": 20, "batch_size": 128, "lr": 0.003, "hidden": [32, 16]}
+    problem = Problem(name="m", spec=make_spec(params=params), classes=("0", "1"), class_weights=(1.0, 1.0))
+    started = time.perf_counter()
+    [candidate] = TorchDistributorBackend().train(problem, sets_for(parts, tmp_path))
+    seconds = time.perf_counter() - started
+    print(f"local mode: {seconds:.1f} s")  # shown with -s
+    assert seconds < LOCAL_BUDGET_SECONDS
+
+    train_rows = int((frame.part == "train").sum())
+    assert candidate.algorithm == "mlp" and candidate.params == params
+    assert candidate.info["train_rows"] == train_rows
+    assert candidate.info["num_processes"] == 2 and candidate.info["local_mode"] is True
+    losses = candidate.info["epochs_loss"]
+    assert len(losses) == 20 and losses[-1] < losses[0] * 0.9
+
+    report = json.loads((tmp_path / "torch" / "0" / "loss.json").read_text())
+    assert report["world_size"] == 2
+    assert len(report["rank_rows"]) == 2 and min(report["rank_rows"]) > 0
+    assert sum(report["rank_rows"]) == train_rows  # each rank read its own, disjoint shard
+    assert report["epochs_loss"] == losses
+
+    auc, reference = validation_auc(candidate.predictor, parts), sklearn_auc(frame)
+    assert auc > 0.5 + 0.2, auc  # the signal is strong: logistic regression gets ~0.8
+    assert abs(auc - reference) < 0.03, (auc, reference)
+    shown = capsys.readouterr()
+    assert "OMP_NUM_THREADS" not in shown.out + shown.err  # torchrun's banner is kept off the console
+
+
+def test_barrier_mode_trains_every_candidate_in_one_run(
+    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    params = {"epochs": 8, "batch_size": 128, "lr": 0.005}
+    spec = make_spec(params=params, search={"mlp": {"hidden": ["16", "8,8"]}}, local_mode=False)
+    problem = Problem(name="m", spec=spec, classes=("0", "1"), class_weights=(1.0, 1.0))
+    started = time.perf_counter()
+    candidates = TorchDistributorBackend().train(problem, sets_for(parts, tmp_path))
+    print(f"barrier mode, 2 candidates: {time.perf_counter() - started:.1f} s")  # shown with -s
+    assert [c.params for c in candidates] == [{**params, "hidden": "16"}, {**params, "hidden": "8,8"}]
+    for i, candidate in enumerate(candidates):
+        assert candidate.info["local_mode"] is False and len(candidate.info["epochs_loss"]) == 8
+        report = json.loads((tmp_path / "torch" / str(i) / "loss.json").read_text())
+        assert report["world_size"] == 2 and min(report["rank_rows"]) > 0
+        assert validation_auc(candidate.predictor, parts) > 0.7
+
+
+def test_regression_predicts_on_the_label_scale(
+    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    problem = Problem(name="m", spec=make_spec("regression", params={"epochs": 15, "batch_size": 128, "lr": 0.01}))
+    regression = {k: df.withColumn("_label", df["r"]) for k, df in parts.items()}
+    [candidate] = TorchDistributorBackend().train(problem, sets_for(regression, tmp_path))
+    rows = candidate.predictor.transform(regression["validation"]).select("r", "_pred").collect()
+    truth, pred = np.array([r["r"] for r in rows]), np.array([r["_pred"] for r in rows])
+    rmse = float(np.sqrt(np.mean((truth - pred) ** 2)))
+    assert rmse < 0.4 * truth.std(), (rmse, truth.std())  # noise is 2.0, the target's spread ~10.5
+    assert abs(pred.mean() - truth.mean()) < 1.0
+
+
+def test_a_failing_rank_raises_stage_failed_with_its_error(parts: dict[str, DataFrame], tmp_path: Path) -> None:
+    # _label holds 0/1, but a problem with one class index out of range makes cross-entropy fail in the ranks
+    spec = make_spec(params={"epochs": 1})
+    problem = Problem(name="m", spec=spec, classes=("0", "1"))
+    train = parts["train"].selectExpr("*").withColumn("_label", parts["train"]["_label"] + 1)
+    sets = TrainingSets(train, parts["validation"], parts["test"], workdir=str(tmp_path))
+    with pytest.raises(StageFailed, match=r"IndexError: Target 2 is out of bounds"):
+        TorchDistributorBackend().train(problem, sets)
