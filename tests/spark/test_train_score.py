@@ -38,7 +38,7 @@ def make_rows(n: int = 3000, seed: int = 3) -> list[tuple[Any, ...]]:
     return rows
 
 
-def config(root: Path, **model: Any) -> PipelineConfig:
+def config(root: Path, extra_gold: tuple[str, ...] = (), **model: Any) -> PipelineConfig:
     spec: dict[str, Any] = {
         "table": "gold.examples", "label": "y", "keys": ["id"], "task": "binary",
         "features": {"numeric": ["x1"], "categorical": ["c"]},
@@ -50,7 +50,8 @@ def config(root: Path, **model: Any) -> PipelineConfig:
     }
     spec.update(model)
     return PipelineConfig.model_validate({
-        "name": "toy", "storage": {"root": str(root)}, "gold": {"examples": {"sql": "unused.sql"}},
+        "name": "toy", "storage": {"root": str(root)},
+        "gold": {t: {"sql": "unused.sql"} for t in ("examples", *extra_gold)},
         "models": {"toy_model": spec},
     })
 
@@ -136,9 +137,6 @@ def test_scoring_input_missing_or_mistyped_feature_names_the_column(spark: Spark
     lakehouse.write(base.drop("x1"), "gold", "no_x1", mode="overwrite")
     lakehouse.write(base.withColumn("x1", base.x1.cast("string")), "gold", "x1_text", mode="overwrite")
     for table, needle in (("no_x1", "has no column 'x1'"), ("x1_text", "feature 'x1' is STRING")):
-        cfg = config(root, score={"table": f"gold.{table}"}).model_copy()
-        cfg = PipelineConfig.model_validate({
-            **cfg.model_dump(exclude={"base_dir"}), "gold": {"examples": {"sql": "u.sql"}, table: {"sql": "u.sql"}},
-        })
+        cfg = config(root, (table,), score={"table": f"gold.{table}"})
         with pytest.raises(SchemaMismatch, match=needle):
             run_pipeline(cfg, ["score"], spark)

@@ -117,6 +117,10 @@ def test_first_error_prefers_the_earliest_rank_traceback(tmp_path: Path) -> None
     (tmp_path / "error-rank1.txt").write_text(
         "Traceback (most recent call last):\n  File \"x.py\", line 1\nIndexError: Target 2 is out of bounds.\n"
     )
-    assert first_error([tmp_path], "", None) == "IndexError: Target 2 is out of bounds. (rank1)"
-    noisy = "W0101 some warning\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError:\nValueError: bad\n"
-    assert first_error([tmp_path / "none"], noisy, RuntimeError("x")) == "ValueError: bad"
+    assert first_error(tmp_path, "", None) == "IndexError: Target 2 is out of bounds. (rank1)"
+    noisy = (
+        "[rank0]: Traceback (most recent call last):\n[rank0]: ValueError: bad\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+    )
+    assert first_error(tmp_path / "none", noisy, RuntimeError("x")) == "ValueError: bad"
+    assert first_error(tmp_path / "none", "", RuntimeError("Spark said no\nat ...")) == "Spark said no"

@@ -344,11 +344,14 @@ def _log_leaderboard(name: str, ranked: list[Candidate], spec: ModelSpec) -> Non
     mlflow.log_dict({"primary_metric": spec.metric, "candidates": rows}, "leaderboard.json")
     if len(ranked) > 1:
         log.info("  model %s leaderboard (validation %s):", name, spec.metric)
-        for row in rows:
-            value = row.get(f"val_{spec.metric}")
+        keys = {k for c in ranked for k in c.params}
+        varying = sorted(k for k in keys if len({repr(c.params.get(k)) for c in ranked}) > 1)
+        for rank, candidate in enumerate(ranked, 1):
+            value = candidate.validation_metrics.get(spec.metric)
             shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
-            log.info("    %2d. %-60s %s  (%.1f s)", row["rank"], str(row["candidate"])[:60], shown,
-                     row["train_seconds"])
+            label = candidate.algorithm + "[" + ",".join(f"{k}={candidate.params.get(k)}" for k in varying
+                                                         if k in candidate.params) + "]"
+            log.info("    %2d. %-60s %s  (%.1f s)", rank, label[:60], shown, candidate.train_seconds)
 
 
 def _log_plots(evaluation: Any) -> None:

@@ -215,7 +215,24 @@ class PyfuncPredictor(Predictor):
         return mlflow.pyfunc.log_model(
             name=name, python_model=GoldsmithPythonModel(self.problem, self.model),
             signature=signature, input_example=input_example,
+            pip_requirements=requirements("goldsmith", "numpy", "pandas", "scikit-learn", "cloudpickle", "mlflow"),
         )
+
+
+def requirements(*packages: str) -> list[str]:
+    """Pinned requirements of a logged model, from the versions installed here.
+
+    Given explicitly: MLflow would otherwise infer them by loading the model in a subprocess (20 s per model).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in packages:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
 
 
 class Stopwatch:

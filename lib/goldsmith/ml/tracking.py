@@ -57,8 +57,13 @@ def tracking_for(root: str) -> Tracking:
 def activate(tracking: Tracking) -> Any:
     """Point MLflow (tracking and registry) at `tracking`; return an MlflowClient."""
     import logging as _logging
+    import warnings
 
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.model_registry"):
+    # MLflow warns that integer columns cannot hold missing values; goldsmith's signatures use doubles for numbers.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.model_registry",
+                 "mlflow.spark", "mlflow.tracking._model_registry.fluent", "mlflow.models.model"):
         _logging.getLogger(name).setLevel(_logging.WARNING)
     import mlflow
 

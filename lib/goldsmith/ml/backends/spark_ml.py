@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import (
     IDF,
@@ -35,6 +36,7 @@ from goldsmith.ml.base import (
     Stopwatch,
     TrainingSets,
     feature_columns,
+    requirements,
 )
 
 log = logging.getLogger("goldsmith")
@@ -66,10 +68,8 @@ def _estimator(problem: Problem, algorithm: str) -> Any:
     return estimator
 
 
-def build_pipeline(problem: Problem, algorithm: str, params: dict[str, Any]) -> Pipeline:
-    """The Spark ML pipeline for one candidate; unknown params are a ConfigError naming them."""
-    features = problem.features
-    text_settings = {k: params.get(k, v) for k, v in TEXT_PARAMS.items()}
+def check_params(problem: Problem, algorithm: str, params: dict[str, Any]) -> Any:
+    """The configured estimator; unknown or invalid params are a ConfigError naming them."""
     estimator = _estimator(problem, algorithm)
     own = {k: v for k, v in params.items() if k not in TEXT_PARAMS}
     unknown = [k for k in own if not estimator.hasParam(k)]
@@ -80,7 +80,13 @@ def build_pipeline(problem: Problem, algorithm: str, params: dict[str, Any]) -> 
         estimator.setParams(**own)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"trainer.params for {algorithm}: {exc}") from None
+    return estimator
 
+
+def featurizer(problem: Problem, params: dict[str, Any]) -> Pipeline:
+    """Imputed numbers, one-hot categories and TF-IDF text assembled into `__features`."""
+    features = problem.features
+    text_settings = {k: params.get(k, v) for k, v in TEXT_PARAMS.items()}
     stages: list[Any] = []
     vectors: list[str] = []
     if features.numeric:
@@ -115,7 +121,7 @@ def build_pipeline(problem: Problem, algorithm: str, params: dict[str, Any]) -> 
                 IDF(inputCol=f"{gram}_tf", outputCol=f"{gram}_tfidf"),
             ]
             vectors.append(f"{gram}_tfidf")
-    stages += [VectorAssembler(inputCols=vectors, outputCol="__features", handleInvalid="keep"), estimator]
+    stages.append(VectorAssembler(inputCols=vectors, outputCol="__features", handleInvalid="keep"))
     return Pipeline(stages=stages)
 
 
@@ -148,7 +154,9 @@ class SparkMLPredictor(Predictor):
     def log_model(self, name: str, signature: Any, input_example: Any) -> Any:
         import mlflow.spark
 
-        return mlflow.spark.log_model(self.model, artifact_path=name, signature=signature)
+        return mlflow.spark.log_model(
+            self.model, artifact_path=name, signature=signature, pip_requirements=requirements("pyspark", "mlflow")
+        )
 
 
 class SparkMLBackend(Backend):
@@ -157,13 +165,25 @@ class SparkMLBackend(Backend):
     name: ClassVar[str] = "spark-ml"
 
     def train(self, problem: Problem, sets: TrainingSets) -> list[Candidate]:
+        """Featurise once per distinct featurisation setting (cached), then fit each candidate's estimator on it."""
         candidates = problem.spec.trainer.candidates()
-        pipelines = [build_pipeline(problem, algorithm, params) for algorithm, params in candidates]  # check first
+        estimators = [check_params(problem, algorithm, params) for algorithm, params in candidates]  # fail early
         train = sets.train.select(*problem.spec.keys, *feature_columns(problem.features), LABEL, WEIGHT)
+        featurizers: dict[str, tuple[PipelineModel, DataFrame]] = {}
         results = []
-        for i, ((algorithm, params), pipeline) in enumerate(zip(candidates, pipelines, strict=True), 1):
-            with Stopwatch() as watch:
-                model = pipeline.fit(train)
-            log.info("  candidate %d/%d %s fitted (%.1f s)", i, len(candidates), algorithm, watch.seconds)
-            results.append(Candidate(algorithm, params, SparkMLPredictor(problem, model), watch.seconds))
+        try:
+            for i, ((algorithm, params), estimator) in enumerate(zip(candidates, estimators, strict=True), 1):
+                with Stopwatch() as watch:
+                    key = repr(sorted((k, params.get(k, v)) for k, v in TEXT_PARAMS.items()))
+                    if key not in featurizers:
+                        fitted = featurizer(problem, params).fit(train)
+                        featurized = fitted.transform(train).select("__features", LABEL, WEIGHT)
+                        featurizers[key] = (fitted, featurized.persist(StorageLevel.MEMORY_AND_DISK))
+                    fitted, featurized = featurizers[key]
+                    model = PipelineModel(stages=[*fitted.stages, estimator.fit(featurized)])
+                log.info("  candidate %d/%d %s fitted (%.1f s)", i, len(candidates), algorithm, watch.seconds)
+                results.append(Candidate(algorithm, params, SparkMLPredictor(problem, model), watch.seconds))
+        finally:
+            for _, featurized in featurizers.values():
+                featurized.unpersist()
         return results

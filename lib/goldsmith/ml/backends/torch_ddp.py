@@ -43,7 +43,7 @@ from goldsmith.ml.encoding import TabularEncoder
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from goldsmith.config.models import TrainerConfig
 
@@ -77,7 +77,7 @@ def mlp_settings(algorithm: str, params: dict[str, Any]) -> MLPSettings:
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise ConfigError(
-            f"trainer.params: mlp has no parameter {unknown[0]!r} (parameters: {', '.join(PARAMS)})"
+            f"trainer: mlp has no parameter {unknown[0]!r} (its parameters: {', '.join(PARAMS)})"
         )
     defaults = MLPSettings()
     return MLPSettings(
@@ -155,6 +155,12 @@ class TorchDistributorBackend(Backend):
             raise ConfigError(f"a {problem.task} model needs at least two classes, found {problem.n_classes}")
         root_uri = f"{sets.workdir.rstrip('/')}/torch"
         root = Path(local_path(root_uri))
+        slots = None if trainer.local_mode else task_slots(sets.train.sparkSession)
+        if slots is not None and slots < trainer.num_processes:
+            raise ConfigError(
+                f"model {problem.name}: trainer.num_processes {trainer.num_processes} with local_mode: false needs "
+                f"as many Spark task slots, the cluster has {slots} (lower num_processes or set local_mode: true)"
+            )
         prepared = time.perf_counter()
         snapshot = self._snapshot(problem, sets, trainer, f"{root_uri}/snapshot")
         files = sorted(str(p) for p in (root / "snapshot").glob("*.parquet"))
@@ -179,6 +185,7 @@ class TorchDistributorBackend(Backend):
             "target_mean": target_mean,
             "target_std": target_std,
             "seed": problem.seed,
+            "root": str(root),
             "candidates": [{"out_dir": str(root / str(i)), **asdict(s)} for i, s in enumerate(settings)],
         }
         mode = "local mode" if trainer.local_mode else "barrier mode"
@@ -237,10 +244,21 @@ class TorchDistributorBackend(Backend):
         return df.sparkSession.read.parquet(path)
 
 
+def task_slots(spark: SparkSession) -> int | None:
+    """How many tasks the cluster runs at once (a barrier stage needs one per process); None if unknown."""
+    try:
+        context = spark.sparkContext._jsc.sc()
+        return int(context.maxNumConcurrentTasks(context.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # Spark Connect, or an internal API that moved
+        return None
+
+
 def run_distributed(job: dict[str, Any], encoder: TabularEncoder, trainer: TrainerConfig) -> None:
     """Run `train_ranks` under TorchDistributor; its output is kept from the console unless the run fails."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    for stale in Path(job["root"]).glob("error-rank*.txt"):
+        stale.unlink()
     for spec in job["candidates"]:
         shutil.rmtree(spec["out_dir"], ignore_errors=True)
         Path(spec["out_dir"]).mkdir(parents=True)
@@ -260,17 +278,18 @@ def run_distributed(job: dict[str, Any], encoder: TabularEncoder, trainer: Train
         log.debug("torch-distributor output:\n%s", output)
     missing = [s["out_dir"] for s in job["candidates"] if not (Path(s["out_dir"]) / LOSS_FILE).exists()]
     if failure is not None or missing:
-        message = first_error([Path(s["out_dir"]) for s in job["candidates"]], output, failure)
+        message = first_error(Path(job["root"]), output, failure)
         raise StageFailed(f"torch-distributor training failed: {message}") from None
 
 
-_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+_ERROR_LINE = re.compile(r"^\s*(?:\[rank\d+\]:\s*)?((?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?)$")
 _COLLATERAL = ("ChildFailedError", "TorchDistributor failed", "Command [", "PythonException")
 
 
-def first_error(out_dirs: list[Path], output: str, failure: BaseException | None) -> str:
-    """The most telling error line: the earliest rank traceback's exception, else one from the output."""
-    reports = sorted((p for d in out_dirs for p in d.glob("error-rank*.txt")), key=lambda p: p.stat().st_mtime)
+def first_error(root: Path, output: str, failure: BaseException | None) -> str:
+    """The most telling error line: the exception of the earliest rank traceback in `root`, else the first
+    exception line of the workers' output or of the failure."""
+    reports = sorted(root.glob("error-rank*.txt"), key=lambda p: p.stat().st_mtime_ns)
     for report in reports:
         lines = [line for line in report.read_text(errors="replace").splitlines() if line.strip()]
         if lines:
@@ -278,8 +297,9 @@ def first_error(out_dirs: list[Path], output: str, failure: BaseException | None
     texts = [output, str(failure) if failure is not None else ""]
     for text in texts:
         for line in text.splitlines():
-            if _ERROR_LINE.match(line) and not any(noise in line for noise in _COLLATERAL):
-                return line.strip()[:500]
+            found = _ERROR_LINE.match(line)
+            if found and not any(noise in line for noise in _COLLATERAL):
+                return found.group(1).strip()[:500]
     if failure is not None:
         lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
         return (lines[0] if lines else type(failure).__name__)[:500]
@@ -287,14 +307,13 @@ def first_error(out_dirs: list[Path], output: str, failure: BaseException | None
 
 
 def train_ranks(job: dict[str, Any], encoder: TabularEncoder) -> None:
-    """The function every DDP process runs; an error is also written to `error-rank<r>.txt`."""
+    """The function every DDP process runs; its traceback, if any, goes to `<root>/error-rank<r>.txt` too."""
     rank = int(os.environ.get("RANK", "0"))
     try:
         _train_ranks(job, encoder, rank, int(os.environ.get("WORLD_SIZE", "1")))
     except BaseException:
-        for spec in job["candidates"]:
-            with contextlib.suppress(OSError):
-                Path(spec["out_dir"], f"error-rank{rank}.txt").write_text(traceback.format_exc())
+        with contextlib.suppress(OSError):
+            Path(job["root"], f"error-rank{rank}.txt").write_text(traceback.format_exc())
         raise
 
 
@@ -329,6 +348,8 @@ def _train_ranks(job: dict[str, Any], encoder: TabularEncoder, rank: int, world:
         dist.all_gather(counts, torch.tensor([len(x)], dtype=torch.int64))
         rank_rows = [int(c.item()) for c in counts]
         shared_rows = min(rank_rows)  # every rank steps through this many rows per epoch
+        if shared_rows == 0:
+            raise ValueError(f"a process has no training rows (rows per process: {rank_rows})")
         for spec in job["candidates"]:
             started = time.perf_counter()
             settings = MLPSettings(**{k: v for k, v in spec.items() if k != "out_dir"})
