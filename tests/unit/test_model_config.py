@@ -85,7 +85,7 @@ def test_bad_model_specs_are_named(changes: dict[str, Any], needle: str) -> None
 
 
 def test_a_model_must_read_a_table_the_pipeline_builds(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="gold.nope is not a table this pipeline builds"):
+    with pytest.raises(ConfigError, match=r"gold\.nope is not a table this pipeline builds"):
         load_pipeline(REPO / "conf/pipelines/flights.yml", ["models.flight_delay.table=gold.nope"])
     with pytest.raises(ConfigError, match="must be a new gold"):
         load_pipeline(REPO / "conf/pipelines/flights.yml", ["models.flight_delay.score.output=gold.flight_features"])

@@ -124,9 +124,22 @@ def build_pipeline(
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     parts: list[tuple[str, Any, Any]] = []
+    if dense and not text and hasattr(estimator, "categorical_features"):
+        # Gradient-boosted trees split on missing values and on categories natively: numbers pass through,
+        # categories become ordinal codes (rare ones grouped, unseen ones missing), 5-10x faster than one-hot.
+        if numeric:
+            parts.append(("numeric", "passthrough", list(numeric)))
+        if categorical:
+            parts.append(("categorical", OrdinalEncoder(
+                handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
+                min_frequency=MIN_CATEGORY_ROWS, max_categories=250,
+            ), list(categorical)))
+            if estimator.get_params().get("categorical_features") in (None, "from_dtype"):
+                estimator.set_params(categorical_features=list(range(len(numeric), len(numeric) + len(categorical))))
+        return Pipeline([("features", ColumnTransformer(parts, sparse_threshold=0.0)), ("model", estimator)])
     if numeric:
         scale = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
         parts.append(("numeric", scale, list(numeric)))
@@ -241,8 +254,11 @@ def fit_and_score(
     )
     labels = train[LABEL].to_numpy(dtype=np.int64 if problem.is_classifier else np.float64)
     weights = train[WEIGHT].to_numpy(dtype=np.float64)
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
-    model.pipeline.fit(model.frame(train), labels, model__sample_weight=weights)
+    with threadpool_limits(limits=1):  # Spark runs one fit per core: no nested threads competing for them
+        model.pipeline.fit(model.frame(train), labels, model__sample_weight=weights)
     seconds = time.perf_counter() - start
     metrics: dict[str, float] = {}
     if len(validation):
