@@ -42,6 +42,9 @@ def _list(registry: Any, name: str) -> int:
     from goldsmith.ml.registry import recorded_test_metrics, version_tags
 
     versions = registry.versions(name)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (registry.client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
     print(f"{'version':>7}  {'aliases':<20} {'created (UTC)':<19}  {'backend':<17} {'primary metric':<22} algorithm")
     for mv in versions:
         tags = version_tags(mv)
@@ -49,7 +52,7 @@ def _list(registry: Any, name: str) -> int:
         value = recorded_test_metrics(mv).get(metric)
         created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         shown = f"test {metric} {value:.4f}" if value is not None else ""
-        print(f"{mv.version:>7}  {','.join(sorted(mv.aliases or [])):<20} {created:<19}  "
+        print(f"{mv.version:>7}  {','.join(sorted(aliases.get(str(mv.version), []))):<20} {created:<19}  "
               f"{tags.get('goldsmith.backend', ''):<17} {shown:<22} {tags.get('goldsmith.algorithm', '')}")
     history = registry.history(name)
     if history:

