@@ -140,6 +140,9 @@ def _print_models(ctx: RunContext) -> None:
         shown = ", ".join(f"{k} {m.test_metrics[k]:.4f}" for k in headline if k in m.test_metrics)
         print(f"\nModel {m.name} version {m.version} ({m.backend}: {m.winner}) is {m.status}")
         print(f"  test set: {shown}")
+        per_class = {k[3:]: v for k, v in m.test_metrics.items() if k.startswith("f1_")}
+        if per_class:
+            print("  test F1 per class: " + ", ".join(f"{c} {v:.4f}" for c, v in sorted(per_class.items())))
         for reason in m.reasons:
             print(f"  not champion: {reason}")
     for m in ctx.models:
@@ -157,7 +160,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = load_pipeline(args.pipeline, args.overrides, args.env)
     checked = parse_sql_files(config)
     print(f"{args.pipeline}: valid ({len(config.sources)} sources, {len(config.silver)} silver, "
-          f"{len(config.gold)} gold tables; {checked} SQL files parsed)")
+          f"{len(config.gold)} gold tables, {len(config.models)} models; {checked} SQL files parsed)")
     return 0
 
 

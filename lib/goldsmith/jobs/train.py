@@ -3,7 +3,9 @@ test set, log everything to MLflow, register it, and promote it through the gate
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import shutil
@@ -265,7 +267,8 @@ def _train_and_register(
             "goldsmith.primary_metric": spec.metric, "goldsmith.higher_is_better": str(spec.higher_is_better),
             "goldsmith.table": spec.table, "goldsmith.table_version": str(table_version),
         }
-        version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own; goldsmith logs one
+            version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
         run_id = parent.info.run_id
     log.info("  model %s: registered version %d (%s); test %s", name, version, winner.label,
              ", ".join(f"{k} {test_metrics[k]:.4f}" for k in _headline(spec) if k in test_metrics))

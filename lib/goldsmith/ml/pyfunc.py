@@ -1,13 +1,16 @@
 """The MLflow pyfunc wrapper of models trained in Python (imported only where MLflow is needed)."""
 
-from __future__ import annotations
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from goldsmith.ml.base import PRED, PROBA, PandasModel, Problem, pandas_predictions
 
 
+# `predict` is type-hinted with pd.DataFrame: MLflow then neither warns nor validates inputs a second way
+# (goldsmith logs every model with an explicit signature).
 class GoldsmithPythonModel(PythonModel):  # type: ignore[misc]
     """The MLflow pyfunc wrapper: `predict` returns `prediction` (the label) and `probability_<class>` columns,
     so the model is usable from MLflow alone (`mlflow.pyfunc.load_model(...).predict(df)`)."""
@@ -16,9 +19,7 @@ class GoldsmithPythonModel(PythonModel):  # type: ignore[misc]
         self.problem = problem
         self.model = model
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # MLflow reads hints
-        import pandas as pd
-
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         problem = self.problem
         features = model_input.copy()
         for c in problem.features.numeric:

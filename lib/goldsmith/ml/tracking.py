@@ -65,7 +65,7 @@ def activate(tracking: Tracking) -> Any:
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.model_registry",
-                 "mlflow.spark", "mlflow.tracking._model_registry.fluent", "mlflow.models.model"):
+                 "mlflow.spark", "mlflow.pyfunc", "mlflow.tracking._model_registry.fluent", "mlflow.models.model"):
         _logging.getLogger(name).setLevel(_logging.WARNING)
     import mlflow
 
