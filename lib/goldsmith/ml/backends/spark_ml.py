@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, ClassVar
 
@@ -152,10 +153,15 @@ class SparkMLPredictor(Predictor):
         return out.select(*keep, *names, F.col("__prediction").cast("double").alias(PRED))
 
     def log_model(self, name: str, signature: Any, input_example: Any) -> Any:
+        import mlflow
         import mlflow.spark
 
+        # MLflow's Spark flavour would check an input example by predicting through its own `prediction`
+        # column (goldsmith's pipelines name theirs differently): the example is a run artifact instead.
+        mlflow.log_dict(json.loads(input_example.to_json(orient="split", date_format="iso")),
+                        f"{name}_input_example.json")
         return mlflow.spark.log_model(
-            self.model, artifact_path=name, signature=signature, pip_requirements=requirements("pyspark", "mlflow")
+            self.model, artifact_path=name, signature=signature, pip_requirements=requirements("pyspark", "mlflow"),
         )
 
 
