@@ -178,7 +178,7 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
             "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
         )
         assert submitted.returncode == 0, submitted.stderr[-3000:]
-    # The whole pipeline again: every stage finds nothing new.
+    # The whole pipeline: ingest and refine find nothing new; the sentiment model is trained and scores every review.
     again = run(
         str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
         "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
@@ -187,17 +187,23 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
     # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
     progress = again.stdout
     assert "no new files" in progress and "up to date" in progress, progress[-3000:]
+    assert "Model review_sentiment version 1 (spark-ml" in progress and "macro_f1" in progress, progress[-3000:]
+    assert "test F1 per class: negative" in progress
     got = sql_row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
         " (select count(*) from silver.reviews where review_text rlike '&(#[0-9]+|[a-z]+);') as entities,"
         " (select count(distinct sentiment) from silver.reviews) as classes,"
-        " (select count(*) from silver.reviews where source_split = 'test') as test_rows",
+        " (select count(*) from silver.reviews where source_split = 'test') as test_rows,"
+        " (select count(distinct review_id) from gold.review_sentiment_predictions) as scored,"
+        " (select count(*) from gold.review_sentiment_predictions"
+        "   where abs(aggregate(map_values(class_probabilities), 0d, (a, p) -> a + p) - 1) > 1e-9) as bad_probs",
         root,
     )
     # The storage path contains 'test_...' (pytest's folder): the split must come from the file name only.
     assert got == {
         "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
+        "scored": expected, "bad_probs": 0,
     }
 
 

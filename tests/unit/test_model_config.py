@@ -40,7 +40,7 @@ def test_the_shipped_pipelines_define_their_models() -> None:
         "binary", "roc_auc", "gold.flight_delay_predictions")
     sentiment = reviews.models["review_sentiment"]
     assert sentiment.metric == "macro_f1" and sentiment.features.text == ["review_text"]
-    assert len(sentiment.trainer.candidates()) == 6
+    assert len(sentiment.trainer.candidates()) == 3
 
 
 def test_horovod_is_refused_with_the_reason_and_the_alternative(tmp_path: Path) -> None:
