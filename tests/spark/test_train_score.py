@@ -120,6 +120,20 @@ def test_train_gate_score_rollback(spark: SparkSession, root: Path) -> None:
         ("challenger", "promote", 2, 3), ("champion", "promote", 1, 3),
         ("champion", "rollback", 3, 1),
     ]
+    # a manual promotion checks the version's gates on its recorded test metrics; --force needs a reason
+    from goldsmith.ml.registry import GateFailed
+    from goldsmith.models_cli import _promote
+
+    with pytest.raises(GateFailed, match=r"roc_auc .* < minimum 0.7"):
+        _promote(registry, "toy_model", 2, force=False, reason="")
+    with pytest.raises(GateFailed, match="--force needs --reason"):
+        _promote(registry, "toy_model", 2, force=True, reason="")
+    assert _promote(registry, "toy_model", 2, force=True, reason="demo of an override") == 0
+    last = registry.history("toy_model")[-1]
+    assert (last["action"], last["from_version"], last["to_version"]) == ("manual", 1, 2)
+    assert "forced past failed gates" in last["reason"] and "demo of an override" in last["reason"]
+    assert registry.rollback("toy_model", "undo the override") == (2, 1)
+
     # the test holdout AUC logged for v1 matches sklearn on the same rows scored by v1's model
     from goldsmith.ml.loading import load_predictor
 
