@@ -106,7 +106,7 @@ def features(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, repo
         repo / "conf/pipelines/flights.yml",
         [f"storage.root={tmp / 'lake'}", f"vars.landing={tmp / 'landing'}"],
     )
-    run_pipeline(config, spark=spark)
+    run_pipeline(config, ["ingest", "refine", "features"], spark)
     rows = spark.sql("select * from gold.flight_features").collect()
     return {r["flight"]: r.asDict() for r in rows}
 
