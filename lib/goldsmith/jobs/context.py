@@ -14,6 +14,9 @@ from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import AccountingError
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import OpsLog, now
+from goldsmith.timing import Timer
+
+__all__ = ["RunContext", "TableResult", "Timer", "log"]
 
 log = logging.getLogger("goldsmith")
 
@@ -87,14 +90,3 @@ class RunContext:
         pending, self._pending = self._pending, []
         self.ops.append("quality_metrics", pending)
 
-
-class Timer:
-    """`with Timer() as t: ...; t.seconds`."""
-
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start

@@ -20,10 +20,11 @@ from pyspark.sql import functions as F
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, SchemaMismatch, StageFailed
 from goldsmith.jobs.context import RunContext, TableResult, log
-from goldsmith.ml.base import LABEL, PRED, PROBA, WEIGHT, Candidate, Problem, Stopwatch, TrainingSets, feature_columns
+from goldsmith.ml.base import LABEL, PRED, PROBA, WEIGHT, Candidate, Problem, TrainingSets, feature_columns
 from goldsmith.ml.loading import check_features, load_predictor, problem_tags
 from goldsmith.ml.registry import CHALLENGER, CHAMPION, Registry, check_gates
 from goldsmith.ml.tracking import Tracking, activate, experiment_id, local_path, tracking_for
+from goldsmith.timing import Timer
 
 SPLIT = "_split"
 MAX_CLASSES = 200
@@ -49,7 +50,7 @@ def run(ctx: RunContext) -> list[TableResult]:
     """Train every model of the pipeline whose input table or spec changed since its last registered version."""
     results = []
     for name, spec in ctx.config.models.items():
-        with Stopwatch() as watch:
+        with Timer() as watch:
             outcome = train_model(ctx, name, spec)
         ctx.models.append(outcome)
         result = TableResult(stage="train", table=f"model {name}", status="skipped" if outcome.status == "skipped"
@@ -237,7 +238,7 @@ def _train_and_register(
                          "goldsmith.model": name, "goldsmith.backend": spec.trainer.backend})
         mlflow.log_params(_flat_params(spec))
         _log_inputs(ctx, spec, table_version, fp)
-        with Stopwatch() as watch:
+        with Timer() as watch:
             candidates = backend.train(problem, sets)
         log.info("  model %s: %d candidate(s) trained with %s in %.1f s", name, len(candidates), backend.name,
                  watch.seconds)

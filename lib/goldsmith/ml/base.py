@@ -10,7 +10,6 @@ Backends that train in Python (scikit-learn, PyTorch) implement a small `PandasM
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -233,18 +232,6 @@ def requirements(*packages: str) -> list[str]:
         except PackageNotFoundError:
             continue
     return pinned
-
-
-class Stopwatch:
-    """`with Stopwatch() as s: ...; s.seconds`."""
-
-    def __enter__(self) -> Stopwatch:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
 
 
 def spark_type_name(data_type: DataType) -> str:

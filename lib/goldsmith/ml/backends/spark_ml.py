@@ -34,11 +34,11 @@ from goldsmith.ml.base import (
     Candidate,
     Predictor,
     Problem,
-    Stopwatch,
     TrainingSets,
     feature_columns,
     requirements,
 )
+from goldsmith.timing import Timer
 
 log = logging.getLogger("goldsmith")
 
@@ -179,7 +179,7 @@ class SparkMLBackend(Backend):
         results = []
         try:
             for i, ((algorithm, params), estimator) in enumerate(zip(candidates, estimators, strict=True), 1):
-                with Stopwatch() as watch:
+                with Timer() as watch:
                     key = repr(sorted((k, params.get(k, v)) for k, v in TEXT_PARAMS.items()))
                     if key not in featurizers:
                         fitted = featurizer(problem, params).fit(train)

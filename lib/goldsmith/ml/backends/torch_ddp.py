@@ -35,11 +35,11 @@ from goldsmith.ml.base import (
     PandasModel,
     Problem,
     PyfuncPredictor,
-    Stopwatch,
     TrainingSets,
     feature_columns,
 )
 from goldsmith.ml.encoding import TabularEncoder
+from goldsmith.timing import Timer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,7 +193,7 @@ class TorchDistributorBackend(Backend):
             "  %s: %d candidate(s), %d inputs, %d processes (%s); data prepared in %.1f s",
             problem.name, len(candidates), encoder.width, trainer.num_processes, mode, time.perf_counter() - prepared,
         )
-        with Stopwatch() as watch:
+        with Timer() as watch:
             run_distributed(job, encoder, trainer)
         reports = [json.loads((root / str(i) / LOSS_FILE).read_text()) for i in range(len(candidates))]
         rows = sum(reports[0]["rank_rows"])  # the ranks' shards partition the snapshot
