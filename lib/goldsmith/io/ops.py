@@ -105,21 +105,20 @@ class OpsLog:
 
     def last_gold_inputs(self, table: str) -> dict[str, Any] | None:
         """The input versions recorded by the latest build of `gold.<table>`, or None."""
-        if not self.lakehouse.exists("ops", "gold_builds"):
-            return None
-        row = (
-            self.lakehouse.read("ops", "gold_builds").where(F.col("table_name") == table)
-            .orderBy(F.col("built_at").desc()).select("inputs").first()
-        )
+        row = self._latest("gold_builds", "table_name", table, "built_at")
         return json.loads(row["inputs"]) if row else None
 
     def last_scoring(self, model: str) -> dict[str, Any] | None:
         """The latest `ops.scoring_runs` row of `model`, or None."""
-        if not self.lakehouse.exists("ops", "scoring_runs"):
+        return self._latest("scoring_runs", "model_name", model, "scored_at")
+
+    def _latest(self, table: str, column: str, value: str, time_column: str) -> dict[str, Any] | None:
+        """The newest row of `ops.<table>` (by `time_column`) whose `column` is `value`, or None."""
+        if not self.lakehouse.exists("ops", table):
             return None
         row = (
-            self.lakehouse.read("ops", "scoring_runs").where(F.col("model_name") == model)
-            .orderBy(F.col("scored_at").desc()).first()
+            self.lakehouse.read("ops", table).where(F.col(column) == value)
+            .orderBy(F.col(time_column).desc()).first()
         )
         return row.asDict() if row else None
 

@@ -16,6 +16,7 @@ from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
 
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, SchemaMismatch, StageFailed
@@ -151,7 +152,7 @@ def _problem(ctx: RunContext, name: str, spec: ModelSpec, source: DataFrame) -> 
             raise ConfigError(f"models.{name}.where: {str(exc).splitlines()[0]}") from None
     label_type = source.schema[spec.label].dataType.simpleString()
     if spec.task == "regression":
-        if not any(t in label_type for t in ("int", "double", "float", "decimal", "long", "short", "byte")):
+        if not isinstance(source.schema[spec.label].dataType, NumericType):
             raise SchemaMismatch(f"models.{name}.label: {spec.label} is {label_type}, a regression needs a number")
         return Problem(name, spec, (), label_type, (), spec.split.seed), labelled
     found = (
@@ -405,8 +406,8 @@ def _promote(
         try:
             predictor = load_predictor(registry.client, name, champion, spec)
             check_features(full_test, predictor.problem.features, spec.table)
-            champion_value = evaluate_spark(predictor.transform(full_test).withColumns(_label_columns(problem)),
-                                            problem).metrics.get(spec.metric)
+            # full_test has the label columns of today's classes already (it is a slice of `prepared`)
+            champion_value = evaluate_spark(predictor.transform(full_test), problem).metrics.get(spec.metric)
             log.info("  model %s: champion v%d on the same test set: %s %.4f", name, champion, spec.metric,
                      champion_value)
         except SchemaMismatch as exc:

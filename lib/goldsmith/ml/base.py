@@ -140,6 +140,11 @@ def feature_columns(features: FeatureSet) -> list[Column]:
     ]
 
 
+def with_feature_types(df: DataFrame, features: FeatureSet) -> DataFrame:
+    """`df`'s other columns, then its features cast to the types every backend trains and predicts on."""
+    return df.select(*[c for c in df.columns if c not in features.all], *feature_columns(features))
+
+
 def feature_schema(features: FeatureSet) -> StructType:
     """The Spark schema of `feature_columns`."""
     from pyspark.sql.types import StringType
@@ -195,7 +200,7 @@ class PyfuncPredictor(Predictor):
     def transform(self, df: DataFrame) -> DataFrame:
         problem, model = self.problem, self.model
         names = problem.features.all
-        typed = df.select(*[c for c in df.columns if c not in names], *feature_columns(problem.features))
+        typed = with_feature_types(df, problem.features)
         schema = StructType([*typed.schema.fields, *output_fields(problem)])
 
         def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -15,7 +15,8 @@ Two modes:
 
 The model is a Pipeline: numeric features are imputed (median, with missing-value indicators) and scaled,
 categorical ones imputed with a constant and one-hot encoded (rare and unseen values share one column), each text
-feature turned into TF-IDF; then the estimator, fitted with `_weight` as `sample_weight`.
+feature turned into TF-IDF; then the estimator, fitted with `_weight` as `sample_weight`. Gradient boosting without
+text features takes numbers as they are and categories as ordinal codes instead (it splits on both natively).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pyspark.sql.types import (
 )
 
 from goldsmith.errors import ConfigError, StageFailed
+from goldsmith.io.paths import mounted_path
 from goldsmith.ml.base import (
     LABEL,
     WEIGHT,
@@ -280,10 +282,9 @@ def _error(exc: BaseException) -> str:
 
 def _arrow_path(uri: str) -> str:
     """A path pyarrow opens: `file:` URIs become local paths, `dbfs:/` the FUSE mount, `s3a://` `s3://`."""
-    if uri.startswith("file:"):
-        return "/" + uri[len("file:"):].lstrip("/")
-    if uri.startswith("dbfs:/"):
-        return "/dbfs/" + uri[len("dbfs:/"):].lstrip("/")
+    path = mounted_path(uri)
+    if path is not None:
+        return path
     for scheme in ("s3a://", "s3n://"):
         if uri.startswith(scheme):
             return "s3://" + uri[len(scheme):]

@@ -37,6 +37,7 @@ from goldsmith.ml.base import (
     TrainingSets,
     feature_columns,
     requirements,
+    with_feature_types,
 )
 from goldsmith.timing import Timer
 
@@ -143,8 +144,7 @@ class SparkMLPredictor(Predictor):
     def transform(self, df: DataFrame) -> DataFrame:
         names = self.problem.features.all
         keep = [c for c in df.columns if c not in names]
-        typed = df.select(*keep, *feature_columns(self.problem.features))
-        out = self.model.transform(typed)
+        out = self.model.transform(with_feature_types(df, self.problem.features))
         if self.problem.is_classifier:
             return out.select(
                 *keep, *names, F.col("__prediction").cast("int").alias(PRED),

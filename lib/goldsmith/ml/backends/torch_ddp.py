@@ -27,6 +27,7 @@ import numpy as np
 from pyspark.sql import functions as F
 
 from goldsmith.errors import ConfigError, StageFailed
+from goldsmith.io.paths import mounted_path
 from goldsmith.ml.base import (
     LABEL,
     WEIGHT,
@@ -127,16 +128,13 @@ def _number(
 
 def local_path(uri: str) -> str:
     """The POSIX path of a workdir the driver and the executors mount (a path, file: or dbfs:)."""
-    if uri.startswith("dbfs:/"):
-        return "/dbfs/" + uri.removeprefix("dbfs:").lstrip("/")
-    if uri.startswith("file:"):
-        return "/" + uri.removeprefix("file:").lstrip("/")
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri):
+    path = mounted_path(uri)
+    if path is None:
         raise ConfigError(
             f"torch-distributor needs a workdir on a file system the driver and executors mount "
             f"(a path, file: or dbfs:), not {uri}"
         )
-    return uri
+    return path
 
 
 class TorchDistributorBackend(Backend):
