@@ -15,6 +15,18 @@ if ! "$python" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (
   exit 2
 fi
 
+# Headless Chromium renders the HTML report in its tests (`goldsmith report --check`): Debian's package.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "goldsmith set-up: Debian's chromium package (headless report checks)"
+    apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+      || echo "goldsmith set-up: could not install chromium; report render checks will not run" >&2
+  else
+    echo "goldsmith set-up: no chromium; install Debian's 'chromium' package to check reports in a browser" >&2
+  fi
+fi
+
 stamp="$venv/.goldsmith-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }

@@ -1,4 +1,4 @@
-"""The `goldsmith` command: run, validate, sql, demo-data."""
+"""The `goldsmith` command: run, report, validate, sql, models, demo-data."""
 
 from __future__ import annotations
 
@@ -37,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline's stages in one Spark application")
     _add_pipeline_args(run)
-    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features,train,score")
+    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features,profile,train,score,monitor")
+
+    report = sub.add_parser(
+        "report", help="write one self-contained HTML file: lineage, profiles, models, bias, slices, drift"
+    )
+    _add_pipeline_args(report)
+    report.add_argument("--output", type=Path, default=None,
+                        help="the HTML file (default: <storage root>/_reports/<pipeline>.html)")
+    report.add_argument("--check", action="store_true",
+                        help="open it in headless Chromium, check every section renders, save a screenshot beside it")
 
     validate = sub.add_parser("validate", help="check a pipeline's config and SQL without running it")
     _add_pipeline_args(validate)
@@ -128,6 +137,7 @@ def _print_summary(ctx: RunContext) -> None:
 
 
 def _print_models(ctx: RunContext) -> None:
+    from goldsmith.jobs.monitor import MonitorOutcome
     from goldsmith.jobs.score import ScoreOutcome
     from goldsmith.jobs.train import TrainOutcome
 
@@ -145,12 +155,47 @@ def _print_models(ctx: RunContext) -> None:
             print("  test F1 per class: " + ", ".join(f"{c} {v:.4f}" for c, v in sorted(per_class.items())))
         for reason in m.reasons:
             print(f"  not champion: {reason}")
+        for line in m.flagged_slices[:8]:
+            print(f"  weak slice: {line}")
+        if m.label_issues is not None:
+            print(f"  label review: {m.label_issues:,} rows whose label looks wrong -> gold.{m.name}_label_review")
     for m in ctx.models:
         if isinstance(m, ScoreOutcome):
             print(f"\n{m.output}: {m.rows:,} rows scored by {m.name} v{m.version} (champion)")
+        if isinstance(m, MonitorOutcome):
+            state = f"{len(m.breaches)} violation(s)" if m.breaches else "no violation"
+            print(f"\nDrift monitor of {m.name} v{m.version}: {state}" + (f" ({m.action})" if m.action else ""))
+            for line in m.breaches[:8]:
+                print(f"  {line}")
+            if len(m.breaches) > 8:
+                print(f"  ... {len(m.breaches) - 8} more in ops.monitor_results")
     tracking = next((m.tracking for m in trained if m.tracking is not None), None)
     if tracking is not None:
         print(f"\nRuns, plots and the registry:  {tracking.ui_command}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from goldsmith.config import load_pipeline
+    from goldsmith.jobs.pipeline import open_lakehouse, session_for
+    from goldsmith.report import write_report
+
+    config = load_pipeline(args.pipeline, args.overrides, args.env)
+    output = args.output or Path(config.storage.root) / "_reports" / f"{config.name}.html"
+    spark = session_for(config)
+    lakehouse = open_lakehouse(spark, config)
+    path = write_report(spark, lakehouse, config, output)
+    print(f"Report of pipeline '{config.name}': {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.check:
+        from goldsmith.report.browser import check_render
+
+        check = check_render(path, path.with_suffix(".png"))
+        print(f"  rendered in headless Chromium: sections {', '.join(check.sections)}; "
+              f"{check.broken_images} broken image(s); screenshot {check.screenshot}")
+        if not check.ok:
+            print("goldsmith: error: the report did not render cleanly: " + "; ".join(check.problems),
+                  file=sys.stderr)
+            return 1
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -195,7 +240,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "validate": cmd_validate, "sql": cmd_sql, "models": cmd_models, "demo-data": cmd_demo_data,
+    "run": cmd_run, "report": cmd_report, "validate": cmd_validate, "sql": cmd_sql, "models": cmd_models,
+    "demo-data": cmd_demo_data,
 }
 
 

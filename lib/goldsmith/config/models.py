@@ -258,6 +258,111 @@ class ScoreConfig(Model):
     output: str | None = Field(default=None, description="default: gold.<model>_predictions")
 
 
+BIAS_PRE_TRAINING = ("ci", "dpl", "kl", "js", "lp", "tvd", "ks", "cddl")
+BIAS_POST_TRAINING = ("dppl", "di", "dca", "dcr", "rd", "sd", "ad", "dar", "drr", "te", "cddpl")
+
+
+class BiasLimit(Model):
+    """Bounds a post-training bias metric must stay within for a model to become champion."""
+
+    min: float | None = None
+    max: float | None = None
+    max_abs: float | None = Field(default=None, ge=0, description="|value| <= max_abs, i.e. -max_abs..max_abs")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> BiasLimit:
+        if self.min is None and self.max is None and self.max_abs is None:
+            raise ValueError("give min, max or max_abs")
+        if self.max_abs is not None and (self.min is not None or self.max is not None):
+            raise ValueError("max_abs replaces min and max: give one or the other")
+        return self
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        if self.max_abs is not None:
+            return -self.max_abs, self.max_abs
+        return self.min, self.max
+
+
+class BiasConfig(Model):
+    """Bias of the labels (before training, on the training split) and of the predictions (after training, on the
+    test split) for a facet: the sensitive group d (rows whose facet is in `sensitive`) against the rest a.
+    Definitions follow SageMaker Clarify; multiclass labels are measured one class against the rest."""
+
+    facet: str = Field(description="the group column, e.g. origin")
+    sensitive: list[str] = Field(
+        default_factory=list, description="facet values forming group d; empty: each frequent value against the rest"
+    )
+    group: str | None = Field(default=None, description="strata for conditional demographic disparity (CDDL, CDDPL)")
+    favorable: str | None = Field(default=None, description="binary: the favorable label value (default: positive)")
+    max_facet_values: int = Field(default=10, ge=1, le=100)
+    gates: dict[str, BiasLimit] = Field(
+        default_factory=dict, description="post-training metric -> bounds; outside them the model stays challenger"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> BiasConfig:
+        _check_ident(self.facet, "bias.facet")
+        if self.group is not None:
+            _check_ident(self.group, "bias.group")
+        for name in self.gates:
+            if name not in BIAS_POST_TRAINING:
+                raise ValueError(f"bias.gates: {name!r} is not a post-training bias metric "
+                                 f"({', '.join(BIAS_POST_TRAINING)})")
+        return self
+
+
+class SliceConfig(Model):
+    """The model's test metric per class and per value of chosen columns; a slice more than `margin` below the
+    overall value is flagged ("poor on one carrier", "poor on recent data")."""
+
+    columns: list[str] = Field(default_factory=list)
+    metric: str | None = Field(default=None, description="default: the primary metric")
+    margin: float = Field(default=0.05, ge=0)
+    min_rows: int = Field(default=100, ge=1, description="smaller slices are reported, never flagged")
+    max_values: int = Field(default=50, ge=1, description="per column, the most frequent values")
+
+    @field_validator("columns")
+    @classmethod
+    def _idents(cls, value: list[str]) -> list[str]:
+        for column in value:
+            _check_ident(column, "slices column")
+        return value
+
+
+class PeriodConfig(Model):
+    """Drift is also reported per period of the scoring window (e.g. per week of flight_date)."""
+
+    column: str
+    unit: Literal["day", "week", "month", "quarter", "year"] = "week"
+
+
+class MonitorConfig(Model):
+    """Drift of the scoring window against the training baseline: per feature, of the predictions, of the labels
+    once they arrive, and of the realised metric."""
+
+    features: list[str] | None = Field(default=None, description="default: every numeric and categorical feature")
+    bins: int = Field(default=10, ge=2, le=100)
+    period: PeriodConfig | None = None
+    thresholds: dict[Literal["psi", "ks", "js"], float] = Field(
+        default_factory=lambda: {"psi": 0.25, "js": 0.1, "ks": 0.2},
+        description="a value above its threshold is a violation",
+    )
+    performance_drop: float | None = Field(
+        default=0.05, ge=0, description="primary metric on the labelled window vs the champion's test value"
+    )
+    min_rows: int = Field(default=100, ge=1, description="a period with fewer rows is reported, never a violation")
+    on_breach: Literal["fail", "flag"] = Field(
+        default="fail", description="fail: the stage exits non-zero; flag: the champion is tagged for retraining"
+    )
+
+
+class LabelIssuesConfig(Model):
+    """After training, out-of-fold probabilities of the winning algorithm flag rows whose label is likely wrong
+    into gold.<model>_label_review."""
+
+    folds: int = Field(default=5, ge=2, le=20)
+
+
 class ModelSpec(Model):
     """A model trained from a gold (or silver) table, registered under its name and scored in batch."""
 
@@ -273,6 +378,10 @@ class ModelSpec(Model):
     trainer: TrainerConfig
     gates: Gates = Field(default_factory=Gates)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    bias: BiasConfig | None = None
+    slices: SliceConfig | None = None
+    monitor: MonitorConfig | None = None
+    label_issues: LabelIssuesConfig | None = None
 
     @field_validator("table")
     @classmethod
@@ -306,6 +415,17 @@ class ModelSpec(Model):
         if self.trainer.group_by and self.trainer.group_by not in self.features.all:
             raise ValueError(f"trainer.group_by {self.trainer.group_by!r} must also be a feature: each row is routed "
                              "to its group's model by it")
+        if self.bias is not None and self.task == "regression":
+            raise ValueError("bias metrics need classes: they are defined for binary and multiclass models")
+        if self.label_issues is not None and self.task == "regression":
+            raise ValueError("label_issues needs classes: it is defined for binary and multiclass models")
+        if self.slices is not None and self.slices.metric is not None and self.slices.metric not in METRICS[self.task]:
+            raise ValueError(f"slices.metric {self.slices.metric!r} is not a {self.task} metric "
+                             f"({', '.join(METRICS[self.task])})")
+        if self.monitor is not None and self.monitor.features is not None:
+            unknown = [f for f in self.monitor.features if f not in self.features.all]
+            if unknown:
+                raise ValueError(f"monitor.features: {', '.join(unknown)} are not features of the model")
         if self.features.text and self.trainer.backend == "torch-distributor":
             raise ValueError("torch-distributor trains on numeric and categorical features; text needs spark-ml or "
                              "sklearn-udf")
@@ -322,6 +442,15 @@ class ModelSpec(Model):
 
     def output_table(self, name: str) -> str:
         return self.score.output or f"gold.{name}_predictions"
+
+
+class ProfileConfig(Model):
+    """Which tables the profile stage describes (default: every silver and gold table) and how."""
+
+    tables: list[str] | None = Field(default=None, description="layer.table names; default: all silver and gold")
+    top_values: int = Field(default=10, ge=1, le=100)
+    histogram_bins: int = Field(default=20, ge=2, le=200)
+    correlation_columns: int = Field(default=30, ge=0, le=100)
 
 
 class StorageConfig(Model):
@@ -352,6 +481,7 @@ class PipelineConfig(Model):
     silver: dict[str, SilverTable] = Field(default_factory=dict)
     gold: dict[str, GoldTable] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="folder of the pipeline file")
 
     @field_validator("name")
@@ -381,10 +511,31 @@ class PipelineConfig(Model):
                 layer, table_name = ref.split(".", 1)
                 if table_name not in (self.silver if layer == "silver" else self.gold):
                     raise ValueError(f"models.{name}.{where}: {ref} is not a table this pipeline builds")
+            if spec.monitor is not None and spec.monitor.period is not None:
+                _check_ident(spec.monitor.period.column, "monitor.period.column")
             output = spec.output_table(name)
             if not output.startswith("gold.") or output.removeprefix("gold.") in self.gold:
                 raise ValueError(f"models.{name}.score.output: {output} must be a new gold.<table>")
+            if spec.label_issues is not None and f"{name}_label_review" in self.gold:
+                raise ValueError(f"models.{name}.label_issues writes gold.{name}_label_review, which is also a gold "
+                                 "table of this pipeline: rename one")
+        for ref in self.profile.tables or []:
+            if ref not in self.built_tables():
+                raise ValueError(f"profile.tables: {ref} is not a table this pipeline builds "
+                                 f"({', '.join(self.built_tables())})")
         return self
+
+    def built_tables(self) -> list[str]:
+        """Every table the pipeline writes, as layer.table (quarantine tables excluded)."""
+        return [*(f"bronze.{n}" for n in self.sources), *(f"silver.{n}" for n in self.silver),
+                *(f"gold.{n}" for n in self.gold), *(spec.output_table(n) for n, spec in self.models.items()),
+                *(f"gold.{n}_label_review" for n, spec in self.models.items() if spec.label_issues is not None)]
+
+    def profiled_tables(self) -> list[str]:
+        """The tables the profile stage describes."""
+        if self.profile.tables is not None:
+            return list(self.profile.tables)
+        return [*(f"silver.{n}" for n in self.silver), *(f"gold.{n}" for n in self.gold)]
 
     def sql_path(self, relative: Path) -> Path:
         """The SQL file's absolute path (SQL paths are relative to the pipeline file)."""

@@ -109,9 +109,12 @@ class Lakehouse:
         )
         self._registered.add(key)
 
-    def read(self, layer: str, table: str) -> DataFrame:
-        """The table's latest version."""
-        return self.spark.read.format("delta").load(self.path(layer, table))
+    def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
+        """The table's latest version, or the given Delta version (time travel)."""
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(layer, table))
 
     def version(self, layer: str, table: str) -> int | None:
         """The table's latest Delta version, or None when it does not exist."""

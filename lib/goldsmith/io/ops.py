@@ -37,11 +37,47 @@ SCHEMAS: dict[str, str] = {
         "model_name STRING, model_version BIGINT, input_table STRING, input_version BIGINT, score_window STRING, "
         "output_table STRING, output_version BIGINT, rows BIGINT, run_id STRING, scored_at TIMESTAMP"
     ),
+    # One row per column of a profiled table per run (`goldsmith.quality.profile`).
+    "profiles": (
+        "run_id STRING, pipeline STRING, table_name STRING, table_version BIGINT, column_name STRING, "
+        "data_type STRING, rows BIGINT, nulls BIGINT, distinct_approx BIGINT, min_value STRING, max_value STRING, "
+        "mean DOUBLE, stddev DOUBLE, quantiles MAP<STRING, DOUBLE>, "
+        "top_values ARRAY<STRUCT<value: STRING, count: BIGINT>>, "
+        "histogram ARRAY<STRUCT<lower: DOUBLE, upper: DOUBLE, count: BIGINT>>, profiled_at TIMESTAMP"
+    ),
+    "profile_correlations": (
+        "run_id STRING, pipeline STRING, table_name STRING, table_version BIGINT, column_a STRING, column_b STRING, "
+        "pearson DOUBLE, rows BIGINT, profiled_at TIMESTAMP"
+    ),
+    # Bias of the labels (pre_training, on the training split) and of the predictions (post_training, on the
+    # test split) for one facet value (the sensitive group d) against the rest (a), per class considered positive.
+    "bias_metrics": (
+        "run_id STRING, pipeline STRING, model_name STRING, model_version BIGINT, mlflow_run_id STRING, "
+        "stage STRING, dataset STRING, facet STRING, facet_value STRING, group_column STRING, label_value STRING, "
+        "metric STRING, value DOUBLE, n_a BIGINT, n_d BIGINT, threshold_min DOUBLE, threshold_max DOUBLE, "
+        "breached BOOLEAN, computed_at TIMESTAMP"
+    ),
+    # A model's metric on one slice of the test split (a class, or a value of a chosen column) vs overall.
+    "slice_metrics": (
+        "run_id STRING, pipeline STRING, model_name STRING, model_version BIGINT, mlflow_run_id STRING, "
+        "dataset STRING, slice_column STRING, slice_value STRING, metric STRING, value DOUBLE, overall DOUBLE, "
+        "rows BIGINT, flagged BOOLEAN, reason STRING, computed_at TIMESTAMP"
+    ),
+    # Drift of the scoring window (per period, and `all`) against the training baseline.
+    "monitor_results": (
+        "run_id STRING, pipeline STRING, model_name STRING, model_version BIGINT, baseline STRING, "
+        "score_window STRING, period STRING, kind STRING, column_name STRING, metric STRING, value DOUBLE, "
+        "threshold DOUBLE, breached BOOLEAN, baseline_rows BIGINT, window_rows BIGINT, inputs STRING, "
+        "checked_at TIMESTAMP"
+    ),
     "run_log": (
         "run_id STRING, pipeline STRING, stages STRING, status STRING, message STRING, "
         "started_at TIMESTAMP, finished_at TIMESTAMP, duration_seconds DOUBLE"
     ),
 }
+
+
+LITERAL_ROWS = 16
 
 
 def now() -> datetime:
@@ -67,13 +103,18 @@ class OpsLog:
             return
         schema = StructType.fromDDL(SCHEMAS[table])
         assert isinstance(schema, StructType)
-        # Rows become literal columns over a one-row JVM relation: `createDataFrame` on Python objects
-        # would start a Python worker per write (0.6 s each on a 2-core machine, measured).
-        selects = [
-            self.spark.range(1).select(*[_literal(row.get(f.name), f.dataType).alias(f.name) for f in schema.fields])
-            for row in rows
-        ]
-        df = reduce(DataFrame.unionByName, selects)
+        if len(rows) <= LITERAL_ROWS:
+            # A few rows become literal columns over a one-row JVM relation: `createDataFrame` on Python objects
+            # would start a Python worker per write (0.6 s each on a 2-core machine, measured).
+            selects = [
+                self.spark.range(1).select(
+                    *[_literal(row.get(f.name), f.dataType).alias(f.name) for f in schema.fields]
+                )
+                for row in rows
+            ]
+            df = reduce(DataFrame.unionByName, selects)
+        else:  # many rows (profiles, metrics): one Python worker beats a plan of hundreds of unions
+            df = self.spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields) for row in rows], schema)
         self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False)
         if table in self._cache:
             self._cache[table].extend(dict(r) for r in rows)
@@ -137,4 +178,7 @@ def _literal(value: Any, data_type: DataType) -> Column:
         for k, v in value.items():
             parts += [_literal(k, data_type.keyType), _literal(v, data_type.valueType)]
         return F.create_map(*parts).cast(data_type)
+    if isinstance(data_type, StructType):
+        get = value.get if isinstance(value, dict) else (lambda name: getattr(value, name, None))
+        return F.struct(*[_literal(get(f.name), f.dataType).alias(f.name) for f in data_type.fields])
     return F.lit(value).cast(data_type)

@@ -13,7 +13,7 @@ from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import ConfigError, GoldsmithError, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import now
-from goldsmith.jobs import features, ingest, refine, score, train
+from goldsmith.jobs import features, ingest, monitor, profile, refine, score, train
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session
 from goldsmith.transforms.text import register_sql_functions
@@ -22,8 +22,10 @@ STAGES: dict[str, Callable[[RunContext], list[TableResult]]] = {
     "ingest": ingest.run,
     "refine": refine.run,
     "features": features.run,
+    "profile": profile.run,
     "train": train.run,
     "score": score.run,
+    "monitor": monitor.run,
 }
 
 

@@ -21,9 +21,11 @@ from pyspark.sql.types import NumericType
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, SchemaMismatch, StageFailed
 from goldsmith.jobs.context import RunContext, TableResult, log
+from goldsmith.jobs.fairness import assess_bias, bias_rows, log_bias, log_slices, slice_rows
 from goldsmith.ml.base import LABEL, PRED, PROBA, WEIGHT, Candidate, Problem, TrainingSets, feature_columns
 from goldsmith.ml.loading import check_features, load_predictor, problem_tags
 from goldsmith.ml.registry import CHALLENGER, CHAMPION, Registry, check_gates
+from goldsmith.ml.slices import slice_report
 from goldsmith.ml.tracking import Tracking, activate, experiment_id, local_path, tracking_for
 from goldsmith.timing import Timer
 
@@ -45,6 +47,11 @@ class TrainOutcome:
     mlflow_run_id: str = ""
     tracking: Tracking | None = None
     rows: dict[str, int] = field(default_factory=dict)
+    algorithm: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    bias_breaches: list[str] = field(default_factory=list)
+    flagged_slices: list[str] = field(default_factory=list)
+    label_issues: int | None = None
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -85,7 +92,7 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
     source = ctx.lakehouse.read(layer, table)
     _check_columns(source, spec, name)
     problem, labelled = _problem(ctx, name, spec, source)
-    prepared = _with_split(labelled.withColumns(_label_columns(problem)), spec)
+    prepared = with_split(labelled.withColumns(label_columns(problem)), spec)
     needed: list[Column | str] = [*spec.keys, *feature_columns(spec.features), LABEL, WEIGHT, SPLIT]
     group = spec.trainer.group_by
     if group and group not in spec.features.all:
@@ -107,10 +114,14 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
             test=modelling.where(F.col(SPLIT) == "test").drop(SPLIT),
             workdir=f"{ctx.lakehouse.root}/_tmp/train/{ctx.run_id}/{name}",
         )
-        full_test = prepared.where(F.col(SPLIT) == "test")
-        outcome = _train_and_register(ctx, name, spec, problem, sets, full_test, registry, tracking, fp,
-                                      table_version)
+        full = {s: prepared.where(F.col(SPLIT) == s) for s in ("train", "test")}
+        outcome = _train_and_register(ctx, name, spec, problem, sets, full, registry, tracking, fp, table_version)
         outcome.rows = rows
+        if spec.label_issues is not None:
+            from goldsmith.jobs.label_review import review_labels
+
+            outcome.label_issues = review_labels(ctx, name, spec, problem, source, modelling.drop(SPLIT), outcome,
+                                                 f"{sets.workdir}/label_issues")
         return outcome
     finally:
         modelling.unpersist()
@@ -135,6 +146,12 @@ def _check_columns(df: DataFrame, spec: ModelSpec, name: str) -> None:
         wanted.append(("split.column", spec.split.column))
     if spec.trainer.group_by:
         wanted.append(("trainer.group_by", spec.trainer.group_by))
+    if spec.bias is not None:
+        wanted.append(("bias.facet", spec.bias.facet))
+        if spec.bias.group:
+            wanted.append(("bias.group", spec.bias.group))
+    if spec.slices is not None:
+        wanted += [("slices.columns", c) for c in spec.slices.columns]
     for key, column in wanted:
         if column not in columns:
             raise SchemaMismatch(f"models.{name}.{key}: {spec.table} has no column {column!r}")
@@ -188,7 +205,7 @@ def _as_label(value: Any) -> str:
     return str(value)
 
 
-def _label_columns(problem: Problem) -> dict[str, Column]:
+def label_columns(problem: Problem) -> dict[str, Column]:
     label = F.col(problem.spec.label)
     if not problem.is_classifier:
         return {LABEL: label.cast("double"), WEIGHT: F.lit(1.0)}
@@ -198,7 +215,7 @@ def _label_columns(problem: Problem) -> dict[str, Column]:
     return {LABEL: label_index, WEIGHT: weight[label_index]}
 
 
-def _with_split(df: DataFrame, spec: ModelSpec) -> DataFrame:
+def with_split(df: DataFrame, spec: ModelSpec) -> DataFrame:
     split = spec.split
     if split.method == "time":
         assert split.column is not None
@@ -224,7 +241,7 @@ def _rank_key(metrics: dict[str, float], spec: ModelSpec) -> float:
 
 
 def _train_and_register(
-    ctx: RunContext, name: str, spec: ModelSpec, problem: Problem, sets: TrainingSets, full_test: DataFrame,
+    ctx: RunContext, name: str, spec: ModelSpec, problem: Problem, sets: TrainingSets, full: dict[str, DataFrame],
     registry: Registry, tracking: Tracking, fp: str, table_version: int | None,
 ) -> TrainOutcome:
     import mlflow
@@ -254,11 +271,26 @@ def _train_and_register(
         winner = ranked[0]
         mlflow.log_params({"winner": winner.label[:500]})
         evaluations = {}
-        for split_name, frame in (("train", sets.train), ("val", sets.validation), ("test", sets.test)):
-            evaluation = evaluate_spark(winner.predictor.transform(frame), problem)
+        # The test rows with every column of the table (facets, slice columns), predicted once for the
+        # metrics, bias and slices.
+        scored_test = winner.predictor.transform(full["test"]).persist(StorageLevel.MEMORY_AND_DISK)
+        for split_name, frame in (("train", sets.train), ("val", sets.validation), ("test", scored_test)):
+            evaluation = evaluate_spark(frame if split_name == "test" else winner.predictor.transform(frame), problem)
             evaluations[split_name] = evaluation
             mlflow.log_metrics({f"{split_name}_{k}": v for k, v in evaluation.metrics.items() if _finite(v)})
         _log_plots(evaluations["test"])
+        fairness = assess_bias(spec, problem, full["train"], scored_test) if spec.bias is not None else None
+        slices = (
+            slice_report(scored_test, problem, spec.slices, spec.slices.metric or spec.metric,
+                         evaluations["test"].metrics.get(spec.slices.metric or spec.metric, float("nan")),
+                         evaluations["test"].counts)
+            if spec.slices is not None else []
+        )
+        scored_test.unpersist()
+        if fairness is not None:
+            log_bias(fairness)
+        if slices:
+            log_slices(slices)
         signature, example = _signature(winner, sets)
         info = winner.predictor.log_model("model", signature, example)
         test_metrics = {k: v for k, v in evaluations["test"].metrics.items() if _finite(v)}
@@ -274,9 +306,20 @@ def _train_and_register(
         run_id = parent.info.run_id
     log.info("  model %s: registered version %d (%s); test %s", name, version, winner.label,
              ", ".join(f"{k} {test_metrics[k]:.4f}" for k in _headline(spec) if k in test_metrics))
-    status, reasons = _promote(ctx, name, spec, problem, registry, version, test_metrics, full_test, run_id)
-    return TrainOutcome(name, status, version, spec.trainer.backend, winner.label, test_metrics, reasons, run_id,
-                        tracking)
+    extra_failures: list[str] = []
+    outcome = TrainOutcome(name, "challenger", version, spec.trainer.backend, winner.label, test_metrics, [], run_id,
+                           tracking, algorithm=winner.algorithm, params=dict(winner.params))
+    if fairness is not None:
+        outcome.bias_breaches = extra_failures = fairness.breaches
+        ctx.ops.append("bias_metrics", bias_rows(ctx, name, version, run_id, fairness))
+    if slices:
+        ctx.ops.append("slice_metrics", slice_rows(ctx, name, version, run_id, slices))
+        outcome.flagged_slices = [f"{r.slice_column}={r.slice_value}: {r.reason}" for r in slices if r.flagged]
+        for line in outcome.flagged_slices:
+            log.warning("  model %s: slice %s", name, line)
+    outcome.status, outcome.reasons = _promote(ctx, name, spec, problem, registry, version, test_metrics,
+                                               full["test"], run_id, extra_failures)
+    return outcome
 
 
 def _headline(spec: ModelSpec) -> list[str]:
@@ -394,7 +437,7 @@ def _signature(winner: Candidate, sets: TrainingSets) -> tuple[Any, Any]:
 
 def _promote(
     ctx: RunContext, name: str, spec: ModelSpec, problem: Problem, registry: Registry, version: int,
-    test_metrics: dict[str, float], full_test: DataFrame, run_id: str,
+    test_metrics: dict[str, float], full_test: DataFrame, run_id: str, extra_failures: list[str],
 ) -> tuple[str, list[str]]:
     """challenger always; champion when the gates pass (the champion re-scored on today's test set)."""
     from goldsmith.ml.metrics import evaluate_spark
@@ -417,6 +460,7 @@ def _promote(
 
             champion_value = recorded_test_metrics(registry.version(name, champion)).get(spec.metric)
     failures = check_gates(spec.gates.model_dump(), test_metrics, spec.metric, spec.higher_is_better, champion_value)
+    failures += extra_failures
     if failures:
         reason = "; ".join(failures)
         registry.record(name, CHAMPION, "blocked", champion, version, reason, run_id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from goldsmith.ml.base import LABEL, PRED, PROBA, Problem
@@ -117,28 +117,47 @@ def classification_counts_spark(df: DataFrame, n_classes: int) -> Classification
     The rows are grouped by (label, prediction) and, for binary problems, probability bucket; only the groups
     (at most 4 * (BINS + 1) rows) reach the driver. Raises ValueError on a null or out-of-range class index.
     """
+    found = grouped_classification_counts(df, n_classes, [])
+    return found.get((), ClassificationCounts(np.zeros((n_classes, n_classes), dtype=np.int64), 0.0, 0,
+                                              np.zeros((2, BINS + 1), dtype=np.int64) if n_classes == 2 else None))
+
+
+def grouped_classification_counts(
+    df: DataFrame, n_classes: int, groups: Sequence[Column | str], bins: int = BINS
+) -> dict[tuple[Any, ...], ClassificationCounts]:
+    """`classification_counts_spark` per value of the `groups` columns, in one Spark job.
+
+    Binary histograms have `bins` buckets (fewer buckets: fewer rows reach the driver, AUC within ~1/bins).
+    """
     label = F.col(LABEL).cast("int")
     p_true = F.try_element_at(F.col(PROBA), label + 1)
     loss = -F.log(F.least(F.greatest(p_true, F.lit(EPS)), F.lit(1.0)))
-    keys = [label.alias("y"), F.col(PRED).cast("int").alias("p")]
+    group_columns = [(F.col(g) if isinstance(g, str) else g).alias(f"_g{i}") for i, g in enumerate(groups)]
+    keys = [*group_columns, label.alias("y"), F.col(PRED).cast("int").alias("p")]
     if n_classes == 2:
         positive = F.try_element_at(F.col(PROBA), F.lit(2))
-        keys.append(F.least(F.greatest(F.floor(positive * BINS), F.lit(0)), F.lit(BINS)).cast("int").alias("b"))
+        keys.append(F.least(F.greatest(F.floor(positive * bins), F.lit(0)), F.lit(bins)).cast("int").alias("b"))
     rows = df.groupBy(*keys).agg(F.count(F.lit(1)).alias("rows"), F.sum(loss).alias("loss")).collect()
 
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    hist = np.zeros((2, BINS + 1), dtype=np.int64) if n_classes == 2 else None
-    log_loss_sum = 0.0
+    found: dict[tuple[Any, ...], ClassificationCounts] = {}
     for row in rows:
         y, p = row["y"], row["p"]
         if y is None or p is None or not (0 <= y < n_classes and 0 <= p < n_classes):
             raise ValueError(f"{LABEL}={y}, {PRED}={p} in {row['rows']} row(s): not a class index "
                              f"in 0..{n_classes - 1}")
-        confusion[y, p] += row["rows"]
-        log_loss_sum += row["loss"] or 0.0
-        if hist is not None and row["b"] is not None:
-            hist[y, row["b"]] += row["rows"]
-    return ClassificationCounts(confusion, log_loss_sum, int(confusion.sum()), hist)
+        key = tuple(row[f"_g{i}"] for i in range(len(groups)))
+        counts = found.get(key)
+        if counts is None:
+            counts = found[key] = ClassificationCounts(
+                np.zeros((n_classes, n_classes), dtype=np.int64), 0.0, 0,
+                np.zeros((2, bins + 1), dtype=np.int64) if n_classes == 2 else None,
+            )
+        counts.confusion[y, p] += row["rows"]
+        counts.log_loss_sum += row["loss"] or 0.0
+        counts.n += row["rows"]
+        if counts.pos_hist is not None and row["b"] is not None:
+            counts.pos_hist[y, row["b"]] += row["rows"]
+    return found
 
 
 def regression_sums_numpy(y: np.ndarray, pred: np.ndarray) -> RegressionSums:
@@ -156,25 +175,34 @@ def regression_sums_numpy(y: np.ndarray, pred: np.ndarray) -> RegressionSums:
 
 def regression_sums_spark(df: DataFrame) -> RegressionSums:
     """Sums from a DataFrame with `_label` and `_pred`, in one Spark job. Raises ValueError on null values."""
+    return grouped_regression_sums(df, []).get((), RegressionSums(0, 0.0, 0.0, 0.0, 0.0))
+
+
+def grouped_regression_sums(df: DataFrame, groups: Sequence[Column | str]) -> dict[tuple[Any, ...], RegressionSums]:
+    """`regression_sums_spark` per value of the `groups` columns, in one Spark job."""
     y = F.col(LABEL).cast("double")
     error = y - F.col(PRED).cast("double")
-    row = df.agg(
+    group_columns = [(F.col(g) if isinstance(g, str) else g).alias(f"_g{i}") for i, g in enumerate(groups)]
+    rows = df.groupBy(*group_columns).agg(
         F.count(F.lit(1)).alias("n"),
         F.count(error).alias("complete"),
         F.sum(error * error).alias("sse"),
         F.sum(F.abs(error)).alias("sae"),
         F.sum(y).alias("sum_y"),
         F.sum(y * y).alias("sum_y2"),
-    ).collect()[0]
-    if row["complete"] != row["n"]:
-        raise ValueError(f"{row['n'] - row['complete']} row(s) with a null {LABEL} or {PRED}")
-    return RegressionSums(
-        n=int(row["n"]),
-        sse=float(row["sse"] or 0.0),
-        sae=float(row["sae"] or 0.0),
-        sum_y=float(row["sum_y"] or 0.0),
-        sum_y2=float(row["sum_y2"] or 0.0),
-    )
+    ).collect()
+    found = {}
+    for row in rows:
+        if row["complete"] != row["n"]:
+            raise ValueError(f"{row['n'] - row['complete']} row(s) with a null {LABEL} or {PRED}")
+        found[tuple(row[f"_g{i}"] for i in range(len(groups)))] = RegressionSums(
+            n=int(row["n"]),
+            sse=float(row["sse"] or 0.0),
+            sae=float(row["sae"] or 0.0),
+            sum_y=float(row["sum_y"] or 0.0),
+            sum_y2=float(row["sum_y2"] or 0.0),
+        )
+    return found
 
 
 # --- metrics --------------------------------------------------------------------------------------------------

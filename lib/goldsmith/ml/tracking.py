@@ -69,8 +69,19 @@ def activate(tracking: Tracking) -> Any:
         _logging.getLogger(name).setLevel(_logging.WARNING)
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or tracking.uri)
+    # MLflow 3 also exports the URIs it is given as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; those variables
+    # are the user's way to override goldsmith's default, so they are put back as they were: a second lakehouse
+    # opened in the same process (a notebook, a test suite) gets its own database, not the first one's.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(tracking.uri)
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"] or tracking.uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return mlflow.MlflowClient()
 
 

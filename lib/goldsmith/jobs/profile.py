@@ -1,0 +1,60 @@
+"""profile: describe every profiled table (default: all silver and gold tables) into `ops.profiles` and
+`ops.profile_correlations`, computed with Spark aggregations. A table is profiled again only when its Delta
+version changed since its last profile, so re-running a pipeline with no new data writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import functions as F
+
+from goldsmith.io.ops import now
+from goldsmith.jobs.context import RunContext, TableResult, log
+from goldsmith.quality.profile import profile_frame
+
+
+def _profiled_versions(ctx: RunContext) -> dict[str, int]:
+    """The newest profiled Delta version of each table."""
+    if not ctx.lakehouse.exists("ops", "profiles"):
+        return {}
+    rows = (
+        ctx.lakehouse.read("ops", "profiles").groupBy("table_name")
+        .agg(F.max("table_version").alias("version")).collect()
+    )
+    return {r["table_name"]: int(r["version"]) for r in rows if r["version"] is not None}
+
+
+def run(ctx: RunContext) -> list[TableResult]:
+    """Profile the pipeline's tables whose version is new; one commit per ops table for the whole stage."""
+    config = ctx.config.profile
+    done = _profiled_versions(ctx)
+    results: list[TableResult] = []
+    columns: list[dict[str, Any]] = []
+    correlations: list[dict[str, Any]] = []
+    for ref in ctx.config.profiled_tables():
+        layer, table = ref.split(".", 1)
+        result = TableResult(stage="profile", table=ref)
+        if not ctx.lakehouse.exists(layer, table):
+            result.status, result.detail = "skipped", "not built yet"
+            log.info("  %-34s not built yet, not profiled", ref)
+            results.append(result)
+            continue
+        version = ctx.lakehouse.version(layer, table)
+        if version is not None and done.get(ref) == version:
+            result.status, result.detail = "skipped", f"v{version} already profiled"
+            log.info("  %-34s v%s already profiled", ref, version)
+            results.append(result)
+            continue
+        profile = profile_frame(ctx.lakehouse.read(layer, table), top_k=config.top_values,
+                                bins=config.histogram_bins, correlation_columns=config.correlation_columns)
+        common = {"run_id": ctx.run_id, "pipeline": ctx.config.name, "table_name": ref, "table_version": version,
+                  "profiled_at": now()}
+        columns += [{**row, **common} for row in profile.columns]
+        correlations += [{**row, **common} for row in profile.correlations]
+        result.records_in = result.records_out = profile.rows
+        result.detail = f"{len(profile.columns)} columns"
+        log.info("  %-34s v%s: %s rows, %d columns profiled", ref, version, f"{profile.rows:,}", len(profile.columns))
+        ctx.record(result)
+    ctx.ops.append("profiles", columns)
+    ctx.ops.append("profile_correlations", correlations)
+    return results

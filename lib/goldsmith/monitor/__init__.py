@@ -1,0 +1,1 @@
+"""Monitoring: drift of features between a baseline and later data."""

@@ -1,0 +1,335 @@
+"""What the report shows, gathered on the driver: `ops.*` rows (small by design), row counts of the data tables
+(counts only, never their rows) and the champion of each model from the MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from goldsmith.config.models import ModelSpec, PipelineConfig
+from goldsmith.errors import GoldsmithError
+from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.ops import now
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+# The command that fills each ops table, shown where a section has nothing to show yet.
+COMPUTED_BY: dict[str, str] = {
+    "quality_metrics": "goldsmith run <pipeline.yml> --stages ingest,refine,features",
+    "gold_builds": "goldsmith run <pipeline.yml> --stages features",
+    "model_promotions": "goldsmith run <pipeline.yml> --stages train",
+    "scoring_runs": "goldsmith run <pipeline.yml> --stages score",
+    "run_log": "goldsmith run <pipeline.yml>",
+    "profiles": "goldsmith run <pipeline.yml> --stages profile",
+    "profile_correlations": "goldsmith run <pipeline.yml> --stages profile",
+    "bias_metrics": "goldsmith run <pipeline.yml> --stages monitor",
+    "slice_metrics": "goldsmith run <pipeline.yml> --stages monitor",
+    "monitor_results": "goldsmith run <pipeline.yml> --stages monitor",
+}
+# Training's test-split plots (`goldsmith.jobs.train`), in the order the report shows them.
+MODEL_PLOTS: dict[str, str] = {
+    "plots/test_roc_curve.png": "ROC curve (test)",
+    "plots/test_pr_curve.png": "Precision-recall curve (test)",
+    "plots/test_confusion_matrix.png": "Confusion matrix (test)",
+    "plots/test_per_class_report.png": "Per-class report (test)",
+}
+
+
+@dataclass
+class LineageNode:
+    """One box of the lineage diagram: a table (or source, or model) with its counts."""
+
+    stage: str
+    name: str
+    rows: int | None = None
+    exists: bool = True
+    inputs: list[str] = field(default_factory=list)
+    quarantine: str | None = None
+    quarantine_rows: int | None = None
+    metrics: dict[str, Any] | None = None
+    detail: str = ""
+
+
+@dataclass
+class TableProfile:
+    """The latest profile of one table: a row per column, and the column pairs' correlations."""
+
+    table: str
+    run_id: str
+    table_version: int | None
+    profiled_at: datetime | None
+    rows: int | None
+    columns: list[dict[str, Any]]
+    correlations: list[dict[str, Any]]
+
+
+@dataclass
+class ModelReport:
+    """A model's champion as the registry knows it, with training's plots and leaderboard."""
+
+    name: str
+    spec: ModelSpec | None
+    state: str  # champion | no_champion | not_trained | unavailable
+    message: str = ""
+    version: int | None = None
+    versions: int = 0
+    algorithm: str = ""
+    backend: str = ""
+    mlflow_run_id: str = ""
+    created_at: datetime | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
+    leaderboard: dict[str, Any] | None = None
+    promotions: list[dict[str, Any]] | None = None
+    scoring: dict[str, Any] | None = None
+    scoring_computed: bool = False
+
+
+@dataclass
+class ReportData:
+    """Everything the HTML needs. A `None` table means its ops table does not exist yet."""
+
+    pipeline: str
+    description: str
+    root: str
+    generated_at: datetime
+    latest_run: dict[str, Any] | None
+    lineage: list[LineageNode]
+    ledger: list[dict[str, Any]] | None
+    profiles: list[TableProfile] | None
+    models: list[ModelReport]
+    bias: dict[str, list[dict[str, Any]]] | None
+    slices: dict[str, list[dict[str, Any]]] | None
+    drift: dict[str, list[dict[str, Any]]] | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
+    """Gather the report's data; a missing ops table or registry leaves its part empty, never raises."""
+    models = _collect_models(lakehouse, config)
+    data = ReportData(
+        pipeline=config.name, description=config.description, root=lakehouse.root, generated_at=now(),
+        latest_run=_latest_run(lakehouse), lineage=[], ledger=None, profiles=None, models=models,
+        bias=None, slices=None, drift=None,
+    )
+    data.ledger = _ledger(lakehouse)
+    data.lineage = _lineage(lakehouse, config, data.ledger, models)
+    data.profiles = _profiles(lakehouse)
+    data.bias = _latest_run_per_model(lakehouse, "bias_metrics", "computed_at")
+    data.slices = _latest_run_per_model(lakehouse, "slice_metrics", "computed_at")
+    data.drift = _latest_run_per_model(lakehouse, "monitor_results", "checked_at")
+    return data
+
+
+def _ops(lakehouse: Lakehouse, table: str) -> DataFrame | None:
+    return lakehouse.read("ops", table) if lakehouse.exists("ops", table) else None
+
+
+def _rows(df: DataFrame) -> list[dict[str, Any]]:
+    return [r.asDict(recursive=True) for r in df.collect()]
+
+
+def _of_latest_run(df: DataFrame, group: str, time_column: str) -> DataFrame:
+    """The rows of each group's newest run (the run with the latest `time_column`)."""
+    latest = F.max_by("run_id", time_column).over(Window.partitionBy(group))
+    return df.withColumn("_latest_run", latest).where(F.col("run_id") == F.col("_latest_run")).drop("_latest_run")
+
+
+def _latest_run(lakehouse: Lakehouse) -> dict[str, Any] | None:
+    df = _ops(lakehouse, "run_log")
+    row = df.orderBy(F.col("started_at").desc_nulls_last()).first() if df is not None else None
+    return row.asDict() if row else None
+
+
+def _ledger(lakehouse: Lakehouse) -> list[dict[str, Any]] | None:
+    """The latest `ops.quality_metrics` row per (stage, table); a run that skipped the table (it had nothing new)
+    does not hide the run that last did the work."""
+    df = _ops(lakehouse, "quality_metrics")
+    if df is None:
+        return None
+    order = Window.partitionBy("stage", "table_name").orderBy(
+        (F.col("status") == "skipped").asc(), F.col("recorded_at").desc()
+    )
+    latest = df.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n", "batch_ids")
+    return _rows(latest.orderBy("recorded_at", "table_name"))
+
+
+def _count(lakehouse: Lakehouse, name: str) -> int | None:
+    """Row count of `layer.table` (Delta answers it from its log's statistics), None when it does not exist."""
+    layer, table = name.split(".", 1)
+    if not lakehouse.exists(layer, table):
+        return None
+    return int(lakehouse.read(layer, table).count())
+
+
+def _lineage(
+    lakehouse: Lakehouse, config: PipelineConfig, ledger: list[dict[str, Any]] | None, models: list[ModelReport]
+) -> list[LineageNode]:
+    metrics = {(r["stage"], r["table_name"]): r for r in ledger or []}
+    gold_inputs = _gold_inputs(lakehouse)
+    nodes: list[LineageNode] = []
+
+    def table_node(stage: str, metric_stage: str, name: str, inputs: list[str]) -> LineageNode:
+        rows = _count(lakehouse, name)
+        quarantine = f"{name}_quarantine"
+        q_rows = _count(lakehouse, quarantine)
+        return LineageNode(
+            stage, name, rows, rows is not None, inputs, quarantine if q_rows is not None else None, q_rows,
+            metrics.get((metric_stage, name)),
+        )
+
+    for name, source in config.sources.items():
+        nodes.append(LineageNode("sources", name, None, True, [], detail=f"{source.format}: {source.path}",
+                                 metrics=metrics.get(("ingest", f"bronze.{name}"))))
+        nodes.append(table_node("bronze", "ingest", f"bronze.{name}", [name]))
+    for name, silver in config.silver.items():
+        nodes.append(table_node("silver", "refine", f"silver.{name}", [f"bronze.{silver.source}"]))
+    for name in config.gold:
+        nodes.append(table_node("gold", "features", f"gold.{name}", gold_inputs.get(name, [])))
+    by_name = {m.name: m for m in models}
+    for name, spec in config.models.items():
+        model = by_name.get(name)
+        detail = "not trained yet"
+        if model is not None and model.version is not None:
+            detail = f"champion v{model.version}" + (f" · {model.algorithm}" if model.algorithm else "")
+        elif model is not None and model.state == "no_champion":
+            detail = f"{model.versions} version(s), no champion"
+        nodes.append(LineageNode("model", name, None, True, [spec.table], detail=detail,
+                                 metrics=metrics.get(("train", f"model {name}"))))
+        output = spec.output_table(name)
+        rows = _count(lakehouse, output)
+        nodes.append(LineageNode("predictions", output, rows, rows is not None, [name],
+                                 metrics=metrics.get(("score", output))))
+    return nodes
+
+
+def _gold_inputs(lakehouse: Lakehouse) -> dict[str, list[str]]:
+    """Input tables of each gold table's latest build (from the fingerprint `features` records)."""
+    df = _ops(lakehouse, "gold_builds")
+    if df is None:
+        return {}
+    order = Window.partitionBy("table_name").orderBy(F.col("built_at").desc())
+    found = {}
+    for row in df.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("table_name", "inputs").collect():
+        try:
+            found[row["table_name"]] = sorted(json.loads(row["inputs"] or "{}").get("tables", {}))
+        except (ValueError, AttributeError):
+            found[row["table_name"]] = []
+    return found
+
+
+def _profiles(lakehouse: Lakehouse) -> list[TableProfile] | None:
+    df = _ops(lakehouse, "profiles")
+    if df is None:
+        return None
+    columns = _rows(_of_latest_run(df, "table_name", "profiled_at"))
+    corr_df = _ops(lakehouse, "profile_correlations")
+    correlations = _rows(_of_latest_run(corr_df, "table_name", "profiled_at")) if corr_df is not None else []
+    profiles = []
+    for table in sorted({c["table_name"] for c in columns}):
+        mine = [c for c in columns if c["table_name"] == table]
+        first = mine[0]
+        profiles.append(TableProfile(
+            table=table, run_id=first["run_id"], table_version=first["table_version"],
+            profiled_at=first["profiled_at"], rows=first["rows"], columns=mine,
+            correlations=[c for c in correlations if c["table_name"] == table],
+        ))
+    return profiles
+
+
+def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) -> dict[str, list[dict[str, Any]]] | None:
+    df = _ops(lakehouse, table)
+    if df is None:
+        return None
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(_of_latest_run(df, "model_name", time_column)):
+        found.setdefault(row["model_name"], []).append(row)
+    return found
+
+
+def _mlflow_client(lakehouse: Lakehouse) -> Any:
+    """An MlflowClient for the lakehouse, or None when nothing was ever tracked there (a report must not create
+    the tracking database as a side effect)."""
+    from goldsmith.ml.tracking import activate, local_path, tracking_for
+
+    folder = local_path(lakehouse.root)
+    if not os.environ.get("MLFLOW_TRACKING_URI") and folder is not None \
+            and not (folder / "_mlflow" / "mlflow.db").exists():
+        return None
+    return activate(tracking_for(lakehouse.root))
+
+
+def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelReport]:
+    promotions = _ops(lakehouse, "model_promotions")
+    scoring = _ops(lakehouse, "scoring_runs")
+    promotion_rows = _rows(promotions.orderBy("moved_at")) if promotions is not None else None
+    scoring_rows = _rows(_of_latest_run(scoring, "model_name", "scored_at")) if scoring is not None else []
+    try:
+        client = _mlflow_client(lakehouse)
+        state, reason = "not_trained", "not trained yet: nothing is tracked in this lakehouse's MLflow"
+    except GoldsmithError as exc:
+        client, state, reason = None, "unavailable", f"MLflow is not reachable: {exc}"
+    reports = []
+    for name, spec in config.models.items():
+        if client is None:
+            report = ModelReport(name, spec, state, reason)
+        else:
+            report = _champion(client, name, spec)
+        report.promotions = None if promotion_rows is None else [r for r in promotion_rows if r["model_name"] == name]
+        report.scoring_computed = scoring is not None
+        report.scoring = next((r for r in scoring_rows if r["model_name"] == name), None)
+        reports.append(report)
+    return reports
+
+
+def _utc(epoch_ms: int | None) -> datetime | None:
+    """An MLflow timestamp (epoch milliseconds) as a naive UTC datetime, like the ops tables'."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).replace(tzinfo=None) if epoch_ms else None
+
+
+def _champion(client: Any, name: str, spec: ModelSpec) -> ModelReport:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return ModelReport(name, spec, "not_trained", "not trained yet: the MLflow registry has no such model")
+        return ModelReport(name, spec, "unavailable", f"MLflow registry error: {exc.message}")
+    aliases = dict(registered.aliases or {})
+    versions = len(client.search_model_versions(f"name = '{name}'"))
+    if CHAMPION not in aliases:
+        return ModelReport(name, spec, "no_champion", f"{versions} version(s) registered, none is champion yet",
+                           versions=versions)
+    mv = client.get_model_version(name, str(aliases[CHAMPION]))
+    tags = dict(mv.tags or {})
+    report = ModelReport(
+        name, spec, "champion", version=int(mv.version), versions=versions,
+        algorithm=tags.get("goldsmith.algorithm", ""), backend=tags.get("goldsmith.backend", ""),
+        mlflow_run_id=mv.run_id or "",
+        created_at=_utc(mv.creation_timestamp),
+    )
+    if not mv.run_id:
+        report.message = "the champion version has no MLflow run: no metrics or plots"
+        return report
+    run = client.get_run(mv.run_id)
+    report.metrics = {k: float(v) for k, v in sorted(run.data.metrics.items()) if k.startswith("test_")}
+    with tempfile.TemporaryDirectory(prefix="goldsmith-report-") as tmp:
+        available = {f.path for f in client.list_artifacts(mv.run_id, "plots")}
+        for artifact in MODEL_PLOTS:
+            if artifact in available:
+                report.plots[artifact] = Path(client.download_artifacts(mv.run_id, artifact, tmp)).read_bytes()
+        if any(f.path == "leaderboard.json" for f in client.list_artifacts(mv.run_id)):
+            board = json.loads(Path(client.download_artifacts(mv.run_id, "leaderboard.json", tmp)).read_text())
+            report.leaderboard = board if isinstance(board, dict) else None
+    return report
