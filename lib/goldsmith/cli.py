@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline's stages in one Spark application")
     _add_pipeline_args(run)
-    run.add_argument("--stages", default=None, help="comma-separated subset of ingest,refine,features,profile,train,score,monitor")
+    run.add_argument("--stages", default=None,
+                     help="comma-separated subset of ingest,refine,features,profile,train,score,monitor")
 
     report = sub.add_parser(
         "report", help="write one self-contained HTML file: lineage, profiles, models, bias, slices, drift"
@@ -192,8 +193,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"  rendered in headless Chromium: sections {', '.join(check.sections)}; "
               f"{check.broken_images} broken image(s); screenshot {check.screenshot}")
         if not check.ok:
-            print("goldsmith: error: the report did not render cleanly: " + "; ".join(check.problems),
-                  file=sys.stderr)
+            problems = ([] if check.rendered else ["the page did not finish loading"]) + \
+                ([f"{check.broken_images} image(s) did not decode"] if check.broken_images else []) + \
+                check.console_errors
+            print("goldsmith: error: the report did not render cleanly: " + "; ".join(problems), file=sys.stderr)
             return 1
     return 0
 

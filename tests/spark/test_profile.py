@@ -195,15 +195,17 @@ def test_columns_beyond_max_columns_are_skipped_with_a_warning(
     assert "s" in caplog.text and "max_columns=2" in caplog.text
 
 
-def test_two_passes_over_the_data(spark: SparkSession) -> None:
-    df = spark.createDataFrame([(1, "x"), (2, "y"), (None, "x")], "a INT, s STRING")
+def test_a_profile_runs_six_spark_jobs(spark: SparkSession) -> None:
+    # Statistics (2 jobs), correlations (1), top values and histograms (3): with two numeric columns every pass runs.
+    df = spark.createDataFrame([(1, 2.0, "x"), (2, 3.5, "y"), (None, 1.0, "x")], "a INT, b DOUBLE, s STRING")
     sc = spark.sparkContext
     sc.setJobGroup("profile-jobs", "count the jobs of one profile")
     try:
-        profile_frame(df)
+        found = profile_frame(df)
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
-    assert len(sc.statusTracker().getJobIdsForGroup("profile-jobs")) <= 5
+    assert found.correlations[0]["pearson"] is not None
+    assert len(sc.statusTracker().getJobIdsForGroup("profile-jobs")) <= 6
 
 
 def test_rows_fit_the_ops_tables(spark: SparkSession, profile: TableProfile, tmp_path: Path) -> None:

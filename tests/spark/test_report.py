@@ -329,3 +329,15 @@ def test_an_empty_lakehouse_says_what_to_run(spark: SparkSession, tmp_path: Path
     assert "not trained yet" in section_text(check.dom, "models")
     assert "not built yet" in section_text(check.dom, "lineage")
     assert not (tmp_path / "empty" / "_mlflow").exists()  # a report creates no tracking database
+
+
+def test_an_unreadable_ops_table_costs_only_its_section(spark: SparkSession, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in MLFLOW_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    lakehouse = Lakehouse(spark, str(tmp_path / "odd"))
+    lakehouse.write(spark.range(1), "ops", "slice_metrics")  # not the slice_metrics schema
+    page = write_report(spark, lakehouse, config(tmp_path / "odd"), tmp_path / "odd.html").read_text("utf-8")
+    slices = re.search(r'<section id="slices">(.*?)</section>', page, re.S)
+    assert slices and 'class="section-error"' in slices.group(1) and "AnalysisException" in slices.group(1)
+    assert page.count('class="section-error"') == 1 and page.count("not computed yet") >= 3

@@ -85,7 +85,7 @@ def test_parse_stages_pipeline_order() -> None:
 
 
 def test_parse_stages_none_is_all() -> None:
-    assert parse_stages(None) == ["ingest", "refine", "features", "train", "score"]
+    assert parse_stages(None) == ["ingest", "refine", "features", "profile", "train", "score", "monitor"]
 
 
 @pytest.mark.parametrize("value", ["", "x", ",", "ingest,x"])

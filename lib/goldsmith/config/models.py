@@ -344,7 +344,7 @@ class MonitorConfig(Model):
     bins: int = Field(default=10, ge=2, le=100)
     period: PeriodConfig | None = None
     thresholds: dict[Literal["psi", "ks", "js"], float] = Field(
-        default_factory=lambda: {"psi": 0.25, "js": 0.1, "ks": 0.2},
+        default_factory=lambda: {"psi": 0.25, "js": 0.1, "ks": 0.2},  # type: ignore[arg-type,dict-item]
         description="a value above its threshold is a violation",
     )
     performance_drop: float | None = Field(

@@ -317,7 +317,7 @@ def bias_metrics(
     if len(collected) > _MAX_COUNT_ROWS:
         raise ValueError(_too_many_values(facet, f"more than {_MAX_COUNT_ROWS} facet x group x class combinations"))
     counts: list[CountRow] = [(r[0], r[1], r[2], r[3], int(r[4])) for r in collected]
-    logger.info("bias: %d count rows for facet '%s'", len(counts), facet)
+    logger.debug("bias: %d count rows for facet '%s'", len(counts), facet)
     return metrics_from_counts(
         counts,
         facet=facet,

@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -21,6 +22,7 @@ from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import now
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHAMPION = "champion"
 # The command that fills each ops table, shown where a section has nothing to show yet.
@@ -117,18 +119,31 @@ class ReportData:
 def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
     """Gather the report's data; a missing ops table or registry leaves its part empty, never raises."""
     models = _collect_models(lakehouse, config)
-    data = ReportData(
+    errors: dict[str, str] = {}
+
+    def guarded(section: str, read: Callable[[], T], empty: T) -> T:
+        # A table that cannot be read (an unexpected schema, a corrupt log) costs the reader its section only.
+        try:
+            return read()
+        except Exception as exc:
+            log.exception("report: reading the data of section %s failed", section)
+            errors[section] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return empty
+
+    models = guarded("models", lambda: _collect_models(lakehouse, config), [])
+    ledger = guarded("lineage", lambda: _ledger(lakehouse), None)
+    return ReportData(
         pipeline=config.name, description=config.description, root=lakehouse.root, generated_at=now(),
-        latest_run=_latest_run(lakehouse), lineage=[], ledger=None, profiles=None, models=models,
-        bias=None, slices=None, drift=None,
+        latest_run=guarded("header", lambda: _latest_run(lakehouse), None),
+        lineage=guarded("lineage", lambda: _lineage(lakehouse, config, ledger, models), []),
+        ledger=ledger,
+        profiles=guarded("profiles", lambda: _profiles(lakehouse), None),
+        models=models,
+        bias=guarded("bias", lambda: _latest_run_per_model(lakehouse, "bias_metrics", "computed_at"), None),
+        slices=guarded("slices", lambda: _latest_run_per_model(lakehouse, "slice_metrics", "computed_at"), None),
+        drift=guarded("drift", lambda: _latest_run_per_model(lakehouse, "monitor_results", "checked_at"), None),
+        errors=errors,
     )
-    data.ledger = _ledger(lakehouse)
-    data.lineage = _lineage(lakehouse, config, data.ledger, models)
-    data.profiles = _profiles(lakehouse)
-    data.bias = _latest_run_per_model(lakehouse, "bias_metrics", "computed_at")
-    data.slices = _latest_run_per_model(lakehouse, "slice_metrics", "computed_at")
-    data.drift = _latest_run_per_model(lakehouse, "monitor_results", "checked_at")
-    return data
 
 
 def _ops(lakehouse: Lakehouse, table: str) -> DataFrame | None:
@@ -281,10 +296,7 @@ def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelR
         client, state, reason = None, "unavailable", f"MLflow is not reachable: {exc}"
     reports = []
     for name, spec in config.models.items():
-        if client is None:
-            report = ModelReport(name, spec, state, reason)
-        else:
-            report = _champion(client, name, spec)
+        report = ModelReport(name, spec, state, reason) if client is None else _champion(client, name, spec)
         report.promotions = None if promotion_rows is None else [r for r in promotion_rows if r["model_name"] == name]
         report.scoring_computed = scoring is not None
         report.scoring = next((r for r in scoring_rows if r["model_name"] == name), None)
@@ -298,6 +310,17 @@ def _utc(epoch_ms: int | None) -> datetime | None:
 
 
 def _champion(client: Any, name: str, spec: ModelSpec) -> ModelReport:
+    """The champion of `name` with its run's test metrics, plots and leaderboard; an MLflow error becomes a note."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _champion_of(client, name, spec)
+    except (MlflowException, OSError, ValueError) as exc:
+        log.warning("report: model %s: %s", name, exc)
+        return ModelReport(name, spec, "unavailable", f"MLflow could not be read for this model: {exc}")
+
+
+def _champion_of(client: Any, name: str, spec: ModelSpec) -> ModelReport:
     from mlflow.exceptions import MlflowException
 
     try:

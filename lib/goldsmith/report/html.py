@@ -74,8 +74,8 @@ def fmt(value: object) -> str:
 
 
 def breakable(text: str) -> Html:
-    """Escaped text that may wrap after `.`, `_`, `[`, `,` and `=` (long table and model names in narrow boxes)."""
-    return Html(re.sub(r"([._\[,=])", r"\1<wbr>", escape(text, quote=True)))
+    """Escaped text that may wrap after `.`, `_`, `/`, `[`, `,` and `=` (long names and paths in narrow boxes)."""
+    return Html(re.sub(r"([._/\[,=])", r"\1<wbr>", escape(text, quote=True)))
 
 
 def plural(count: int, noun: str) -> str:
@@ -146,12 +146,15 @@ def render(data: ReportData) -> str:
     }
     sections, toc = [], []
     for section_id, title in SECTIONS:
-        try:
-            body, summary, state = builders[section_id](data)
-        except Exception as exc:  # one broken section must not cost the reader the others
-            log.exception("report section %s failed", section_id)
-            data.errors[section_id] = f"{type(exc).__name__}: {exc}"
-            body = tag("p", f"This section could not be built: {type(exc).__name__}: {exc}", class_="section-error")
+        error = data.errors.get(section_id)  # its data could not be read
+        if error is None:
+            try:
+                body, summary, state = builders[section_id](data)
+            except Exception as exc:  # one broken section must not cost the reader the others
+                log.exception("report section %s failed", section_id)
+                error = data.errors[section_id] = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            body = tag("p", f"This section could not be built: {error}", class_="section-error")
             summary, state = "error", "bad"
         sections.append(tag("section", Html(tag("h2", title) + body), id=section_id))
         toc.append(tag("li", Html(tag("a", title, href=f"#{section_id}") + " " + badge(summary, state))))
@@ -180,8 +183,10 @@ def _head(data: ReportData) -> Html:
 
 def _header(data: ReportData, toc: Html) -> Html:
     run = data.latest_run
-    if run is None:
-        run_items: list[tuple[str, object]] = [("latest run", Html(
+    if "header" in data.errors:
+        run_items: list[tuple[str, object]] = [("latest run", f"unreadable ops.run_log: {data.errors['header']}")]
+    elif run is None:
+        run_items = [("latest run", Html(
             esc("none recorded yet (") + tag("code", COMPUTED_BY["run_log"]) + esc(")")))]
     else:
         status = str(run.get("status") or "unknown")
@@ -215,7 +220,11 @@ def _lineage(data: ReportData) -> tuple[Html, str, str]:
         boxes = Html("".join(_node(n) for n in nodes)) or tag("p", "none configured", class_="muted")
         columns.append(tag("div", Html(tag("h3", title) + boxes), class_=f"stage stage-{stage}"))
     arrow = tag("div", "→", class_="arrow", aria_hidden="true")
-    flow = tag("div", Html(arrow.join(columns)), class_="flow")
+    flow = Html(
+        tag("p", "Current row count of every table; in / out / duplicates from the last run that processed it; "
+                 "quarantine tables in red when they hold rows.", class_="muted")
+        + tag("div", Html(arrow.join(columns)), class_="flow")
+    )
     quarantined = sum(n.quarantine_rows or 0 for n in data.lineage)
     if data.ledger is None:
         ledger = not_computed("quality_metrics", "Record accounting")
@@ -264,18 +273,20 @@ def _node(node: LineageNode) -> Html:
             parts = [f"in {fmt(m['records_in'])}", f"out {fmt(m['records_out'])}"]
             if node.stage == "silver":
                 parts.append(f"dup {fmt(m['duplicates'])}")
-            lines.append(tag("div", " · ".join(parts) + " (last run)", class_="node-detail"))
+            lines.append(tag("div", " · ".join(parts), class_="node-detail"))
         elif m and m.get("records_out") is not None and node.stage != "gold":
-            lines.append(tag("div", f"{fmt(m['records_out'])} scored (last run)", class_="node-detail"))
+            lines.append(tag("div", f"{fmt(m['records_out'])} scored", class_="node-detail"))
     if node.inputs and node.stage != "bronze":
         lines.append(tag("div", breakable("← " + ", ".join(node.inputs)), class_="node-from"))
+    q_rows = node.quarantine_rows or 0
+    if node.quarantine is not None and not q_rows:
+        lines.append(tag("div", "quarantine empty", class_="node-detail"))
     box = tag("div", Html("".join(lines)), class_="node" + ("" if node.exists else " missing"))
-    if node.quarantine is not None:
-        q_rows = node.quarantine_rows or 0
+    if node.quarantine is not None and q_rows:
         box = Html(box + tag("div", Html(
             tag("div", breakable(node.quarantine), class_="node-name") + tag("div", f"{fmt(q_rows)} rows quarantined",
                                                                   class_="node-rows")
-        ), class_="node quarantine" + (" has-rows" if q_rows else "")))
+        ), class_="node quarantine has-rows"))
     return box
 
 
@@ -712,9 +723,9 @@ margin-bottom:8px;font-size:12.5px}
 .node-name{font-weight:700;overflow-wrap:anywhere}
 .node-rows{font-weight:600}
 .node-detail,.node-from{color:var(--muted);font-size:11.5px;overflow-wrap:anywhere}
-.stage .node.quarantine{border-left-color:#b8c2cc;margin-top:-4px;margin-left:10px;font-size:11.5px}
-.stage .node.quarantine.has-rows{border-color:var(--bad);border-left-color:var(--bad);background:var(--bad-bg)}
-.node.quarantine.has-rows .node-rows{color:var(--bad)}
+.stage .node.quarantine{margin-top:-4px;margin-left:10px;font-size:11.5px;border-color:var(--bad);
+border-left-color:var(--bad);background:var(--bad-bg)}
+.node.quarantine .node-rows{color:var(--bad)}
 details{margin:6px 0}
 summary{cursor:pointer;color:var(--blue);font-weight:600}
 @media print{section{break-inside:avoid-page}}
