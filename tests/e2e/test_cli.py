@@ -22,6 +22,8 @@ MODEL_ARGS = (
     "test_from: '2013-01-04'}",
     "--set", "models.flight_delay.score.where=flight_date >= '2013-01-04'",
     "--set", "models.flight_delay.gates.min_metrics.roc_auc=0.5",
+    # 3,000 flights are too few for the bias gate to be meaningful: measured and stored, not a gate here.
+    "--set", "models.flight_delay.bias.gates={}",
 )
 
 
@@ -52,6 +54,11 @@ def counts(root: Path) -> dict[str, object]:
         " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
         " (select count(*) from gold.flight_delay_predictions) as predictions,"
         " (select count(*) from ops.model_promotions) as promotions,"
+        " (select count(*) from ops.profiles) as profiled_columns,"
+        " (select count(distinct table_name) from ops.profiles) as profiled_tables,"
+        " (select count(*) from ops.bias_metrics) > 0 as bias,"
+        " (select count(*) from ops.slice_metrics) > 0 as slices,"
+        " (select count(*) from ops.monitor_results) as monitor_rows,"
         # The row for hour H is the report taken up to H:51: complete only at H + 1 hour.
         " (select count(*) from gold.flight_features"
         "   where weather_observed_at + interval 1 hour > sched_dep_at) as future_weather",
@@ -80,17 +87,30 @@ def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
     assert "test set: roc_auc" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     after_first = counts(root)
     window = sql_row("select count(*) as n from gold.flight_features where flight_date >= '2013-01-04'", root)
+    monitor_rows = after_first.pop("monitor_rows")
     assert after_first == {
         "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": 0, "weather": WEATHER_ROWS,
-        "files": 5, "ops_rows": 1 + 12, "future_weather": 0,  # one run; 5 bronze + 5 silver + 1 gold + 1 scored
+        # one run; 5 bronze + 5 silver + 1 gold + 1 scored + 6 profiled tables + 1 monitored model
+        "files": 5, "ops_rows": 1 + 12 + 6 + 1, "future_weather": 0,
         "predictions": window["n"], "promotions": 2,
+        "profiled_columns": 26 + 14 + 12 + 11 + 5 + 32, "profiled_tables": 6, "bias": True, "slices": True,
     }
+    assert isinstance(monitor_rows, int) and monitor_rows > 0
+    assert "Drift monitor of flight_delay v1" in out
+    after_first["monitor_rows"] = monitor_rows
+
+    report = goldsmith("report", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--check")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "sections lineage, profiles, models, bias, slices, drift; 0 broken image(s)" in report.stdout
+    assert (root / "_reports" / "flights.html").stat().st_size > 100_000
+    assert (root / "_reports" / "flights.png").stat().st_size > 10_000
 
     second = goldsmith(*args)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("no new files") == 5
     assert "up to date" in second.stderr
     assert "not retrained" in second.stderr and "already scored" in second.stderr
+    assert "already profiled" in second.stderr and "already checked on the same data" in second.stderr
     assert counts(root) == after_first
 
 
@@ -189,6 +209,7 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
     assert "no new files" in progress and "up to date" in progress, progress[-3000:]
     assert "Model review_sentiment version 1 (spark-ml" in progress and "macro_f1" in progress, progress[-3000:]
     assert "test F1 per class: negative" in progress
+    assert "label review:" in progress and "gold.review_sentiment_label_review" in progress
     got = sql_row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
@@ -197,13 +218,17 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
         " (select count(*) from silver.reviews where source_split = 'test') as test_rows,"
         " (select count(distinct review_id) from gold.review_sentiment_predictions) as scored,"
         " (select count(*) from gold.review_sentiment_predictions"
-        "   where abs(aggregate(map_values(class_probabilities), 0d, (a, p) -> a + p) - 1) > 1e-9) as bad_probs",
+        "   where abs(aggregate(map_values(class_probabilities), 0d, (a, p) -> a + p) - 1) > 1e-9) as bad_probs,"
+        " (select count(*) from gold.review_sentiment_label_review where given_label = suggested_label) as same,"
+        " (select count(*) > 0 from gold.review_sentiment_label_review) as flagged,"
+        " (select count(distinct label_value) from ops.bias_metrics) as bias_classes,"
+        " (select count(*) > 0 from ops.monitor_results) as monitored",
         root,
     )
     # The storage path contains 'test_...' (pytest's folder): the split must come from the file name only.
     assert got == {
         "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
-        "scored": expected, "bad_probs": 0,
+        "scored": expected, "bad_probs": 0, "same": 0, "flagged": True, "bias_classes": 3, "monitored": True,
     }
 
 
