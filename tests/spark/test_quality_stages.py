@@ -154,3 +154,19 @@ def test_unshifted_window_passes_the_monitor(spark: SparkSession, tmp_path: Path
     ctx = run_pipeline(config(root), ["train", "score", "monitor"], spark)
     outcome = next(m for m in ctx.models if isinstance(m, MonitorOutcome))
     assert outcome.status == "ok", outcome.breaches
+
+
+def test_label_review_lists_the_rows_whose_label_looks_wrong(spark: SparkSession, tmp_path: Path) -> None:
+    # A clean signal (y = x1 > 0 for groups x and y) with 30 labels flipped: they should top the review.
+    rows = [(i, d, x1, x2, g, (x1 > 0) if g != "z" else y) for i, d, x1, x2, g, y in make_rows(0.0, n=1800)]
+    flipped = {i for i, _, _, _, g, _ in rows if g != "z" and i % 40 == 1}
+    rows = [(i, d, x1, x2, g, (not y) if i in flipped else y) for i, d, x1, x2, g, y in rows]
+    root = lakehouse_with(spark, tmp_path / "lake", rows)
+    outcome = trained(run_pipeline(config(root, bias=None, slices=None, label_issues={"folds": 3}), ["train"], spark))
+    review = spark.read.format("delta").load(f"{root}/gold/m_label_review").collect()
+    assert outcome.label_issues == len(review) > 0
+    assert all(r["given_label"] != r["suggested_label"] for r in review)
+    assert [r["review_rank"] for r in sorted(review, key=lambda r: r["review_rank"])] == list(range(1, len(review) + 1))
+    assert {"x1", "x2", "g", "class_probabilities", "model_version"} <= set(review[0].asDict())
+    found = flipped & {r["id"] for r in review}
+    assert len(found) >= 0.8 * len(flipped), (len(found), len(flipped))

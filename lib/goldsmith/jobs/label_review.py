@@ -47,12 +47,12 @@ def review_labels(ctx: RunContext, name: str, spec: ModelSpec, problem: Problem,
             F.map_from_arrays(classes, F.col(PROBA)).alias("class_probabilities"),
         )
         shown = [c for c in spec.features.all if c in source.columns and c not in spec.keys]
-        record = source.select(*spec.keys, *shown)
-        condition = [flagged[k].eqNullSafe(record[k]) for k in spec.keys]
+        # Both sides descend from `source`: aliases keep their columns apart in the join.
+        record = source.select(*spec.keys, *shown).alias("r")
+        condition = [F.col(f"f.`{k}`").eqNullSafe(F.col(f"r.`{k}`")) for k in spec.keys]
         review = (
-            flagged.join(record, condition, "left")
-            .select(*[flagged[k] for k in spec.keys], *[flagged[c] for c in flagged.columns if c not in spec.keys],
-                    *[record[c] for c in shown])
+            flagged.alias("f").join(record, condition, "left")
+            .select(*[F.col(f"f.`{c}`") for c in flagged.columns], *[F.col(f"r.`{c}`") for c in shown])
             .withColumns({
                 "model_version": F.lit(getattr(outcome, "version", None)).cast("bigint"),
                 "review_run_id": F.lit(ctx.run_id), "flagged_at": F.lit(now()).cast("timestamp"),
