@@ -230,6 +230,9 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
         "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
         "scored": expected, "bad_probs": 0, "same": 0, "flagged": True, "bias_classes": 3, "monitored": True,
     }
+    report = goldsmith("report", "conf/pipelines/reviews.yml", "--set", f"storage.root={root}", "--check")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "sections lineage, profiles, models, bias, slices, drift; 0 broken image(s)" in report.stdout
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
