@@ -197,13 +197,13 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
             str(BIN / "spark-submit"), "--master", "local[2]", launcher, "conf/pipelines/reviews.yml",
             "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
         )
-        assert submitted.returncode == 0, submitted.stderr[-3000:]
+        assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
     # The whole pipeline: ingest and refine find nothing new; the sentiment model is trained and scores every review.
     again = run(
         str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
         "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
     )
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
     progress = again.stdout
     assert "no new files" in progress and "up to date" in progress, progress[-3000:]

@@ -19,3 +19,12 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     done = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_no_launcher_shadows_a_standard_module() -> None:
+    # spark-submit puts a script's folder first on sys.path: spark_jobs/profile.py hid the standard `profile`
+    # module that pyspark imports, and every launcher then failed at import.
+    launchers = {p.stem for p in (REPO / "spark_jobs").glob("*.py")}
+    assert launchers, "spark_jobs/ has launchers"
+    assert not launchers & set(sys.stdlib_module_names), launchers & set(sys.stdlib_module_names)
+    assert not launchers & {"pyspark", "goldsmith", "delta", "mlflow", "numpy", "pandas", "sklearn", "torch"}
