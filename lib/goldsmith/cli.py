@@ -1,4 +1,4 @@
-"""The `goldsmith` command: run, report, validate, sql, models, demo-data."""
+"""The `goldsmith` command: run, report, validate, sql, serve-sql, models, demo-data."""
 
 from __future__ import annotations
 
@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--limit", type=int, default=1000, help="most rows to print (default 1000)")
+
+    serve = sub.add_parser(
+        "serve-sql", help="serve the lakehouse's tables over JDBC/ODBC (Spark Thrift server), read-only by default"
+    )
+    serve.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
+    serve.add_argument("--port", type=int, default=10000, help="the Thrift port (default 10000)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--writable", action="store_true",
+                       help="allow statements that write or change the catalog (default: refused)")
+    serve.add_argument("--refresh-seconds", type=float, default=10.0,
+                       help="how often tables created by pipelines are picked up (default 10)")
 
     models = sub.add_parser("models", help="list registered model versions, promote one, roll back the champion")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -226,6 +237,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_sql(args: argparse.Namespace) -> int:
+    from goldsmith.serve import serve_sql
+
+    root = args.root or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
+    return serve_sql(root, args.port, args.host, args.writable, args.refresh_seconds)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from goldsmith.models_cli import run_models_command
 
@@ -243,7 +261,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "report": cmd_report, "validate": cmd_validate, "sql": cmd_sql, "models": cmd_models,
+    "run": cmd_run, "report": cmd_report, "validate": cmd_validate, "sql": cmd_sql, "serve-sql": cmd_serve_sql,
+    "models": cmd_models,
     "demo-data": cmd_demo_data,
 }
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -77,6 +77,7 @@ def build_session(
     app_name: str = "goldsmith",
     master: str | None = None,
     conf: Mapping[str, str] | None = None,
+    jars: Sequence[str] = (),
 ) -> SparkSession:
     """Return the active SparkSession, or build one with Delta and small-machine defaults.
 
@@ -85,6 +86,7 @@ def build_session(
         app_name: shown in the Spark UI and logs.
         master: e.g. `local[*]`; ignored when `spark-submit` set one.
         conf: extra settings over `SMALL_MACHINE_DEFAULTS`.
+        jars: more jars for a JVM goldsmith starts (with `spark-submit`, pass them with `--jars`).
     """
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -96,9 +98,9 @@ def build_session(
         # Python workers must run this interpreter (the virtualenv's), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(master or "local[*]")
-        jars = delta_jars()
-        if jars:
-            settings["spark.jars"] = ",".join(jars)
+        all_jars = [*delta_jars(), *jars]
+        if all_jars:
+            settings["spark.jars"] = ",".join(all_jars)
         log4j = Path(__file__).parent / "resources" / "log4j2.properties"
         settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
     for key, value in settings.items():

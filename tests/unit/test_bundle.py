@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -73,23 +72,8 @@ def bundle_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # From a copy: an in-tree build leaves build/lib behind, whose stale modules end up in later wheels
-    # (a deleted module would still "exist in the wheel"), and two builds at once share it.
-    src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "lib", src / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--wheel-dir", str(out), str(src)],
-        capture_output=True, text=True, check=False, timeout=300,
-    )
-    assert done.returncode == 0, f"pip wheel failed (setuptools and wheel come with scripts/setup.sh):\n" \
-                                 f"{done.stderr[-3000:]}"
-    (built,) = out.glob("*.whl")
-    return built
+def wheel(goldsmith_wheel: Path) -> Path:
+    return goldsmith_wheel
 
 
 def schema_problems(bundle: Bundle, schema: dict[str, Any]) -> list[str]:

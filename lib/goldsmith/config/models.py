@@ -458,6 +458,9 @@ class StorageConfig(Model):
 
     root: str = Field(default="./lakehouse", min_length=1)
     catalog: str | None = None
+    # MLflow's tracking/registry URI (an MLflow server on a cluster); empty: $MLFLOW_TRACKING_URI, else SQLite
+    # under the root.
+    tracking_uri: str | None = None
 
 
 class SparkConfig(Model):

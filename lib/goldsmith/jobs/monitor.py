@@ -113,7 +113,7 @@ def monitor_model(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[TableRes
     config = spec.monitor
     assert config is not None
     result = TableResult(stage="monitor", table=f"model {name}")
-    client = activate(tracking_for(ctx.lakehouse.root))
+    client = activate(tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri))
     registry = Registry(client, ctx.ops, ctx.run_id)
     version = registry.alias(name, CHAMPION)
     output = spec.output_table(name)

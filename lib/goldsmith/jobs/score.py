@@ -88,7 +88,7 @@ def score_model(ctx: RunContext, name: str, spec: ModelSpec) -> TableResult:
     output = spec.output_table(name)
     out_layer, out_table = output.split(".", 1)
     result = TableResult(stage="score", table=output)
-    client = activate(tracking_for(ctx.lakehouse.root))
+    client = activate(tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri))
     registry = Registry(client, ctx.ops, ctx.run_id)
     version = registry.alias(name, CHAMPION)
     if version is None:

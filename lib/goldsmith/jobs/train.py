@@ -79,7 +79,7 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
     if not ctx.lakehouse.exists(layer, table):
         raise StageFailed(f"model {name}: {spec.table} does not exist yet; run the stages that build it first")
     table_version = ctx.lakehouse.version(layer, table)
-    tracking = tracking_for(ctx.lakehouse.root)
+    tracking = tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri)
     client = activate(tracking)
     registry = Registry(client, ctx.ops, ctx.run_id)
     fp = fingerprint(spec, table_version)

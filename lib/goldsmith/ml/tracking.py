@@ -38,16 +38,17 @@ def local_path(root: str) -> Path | None:
     return None
 
 
-def tracking_for(root: str) -> Tracking:
-    """MLFLOW_TRACKING_URI if set, else SQLite + artifacts under the (local) lakehouse root."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return Tracking(env, None)
+def tracking_for(root: str, uri: str | None = None) -> Tracking:
+    """`uri` (the pipeline's `storage.tracking_uri`), else MLFLOW_TRACKING_URI, else SQLite + artifacts under
+    the (local) lakehouse root."""
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if chosen:
+        return Tracking(chosen, None)
     folder = local_path(root)
     if folder is None:
         raise ConfigError(
             f"storage root {root} is not a local folder, so MLflow cannot keep its SQLite database there: "
-            "set MLFLOW_TRACKING_URI (an MLflow server, or `databricks`)"
+            "set storage.tracking_uri or MLFLOW_TRACKING_URI (an MLflow server, or `databricks`)"
         )
     mlflow_dir = folder / "_mlflow"
     mlflow_dir.mkdir(parents=True, exist_ok=True)

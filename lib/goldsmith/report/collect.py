@@ -272,16 +272,16 @@ def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) ->
     return found
 
 
-def _mlflow_client(lakehouse: Lakehouse) -> Any:
+def _mlflow_client(lakehouse: Lakehouse, tracking_uri: str | None) -> Any:
     """An MlflowClient for the lakehouse, or None when nothing was ever tracked there (a report must not create
     the tracking database as a side effect)."""
     from goldsmith.ml.tracking import activate, local_path, tracking_for
 
     folder = local_path(lakehouse.root)
-    if not os.environ.get("MLFLOW_TRACKING_URI") and folder is not None \
+    if not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) and folder is not None \
             and not (folder / "_mlflow" / "mlflow.db").exists():
         return None
-    return activate(tracking_for(lakehouse.root))
+    return activate(tracking_for(lakehouse.root, tracking_uri))
 
 
 def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelReport]:
@@ -290,7 +290,7 @@ def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelR
     promotion_rows = _rows(promotions.orderBy("moved_at")) if promotions is not None else None
     scoring_rows = _rows(_of_latest_run(scoring, "model_name", "scored_at")) if scoring is not None else []
     try:
-        client = _mlflow_client(lakehouse)
+        client = _mlflow_client(lakehouse, config.storage.tracking_uri)
         state, reason = "not_trained", "not trained yet: nothing is tracked in this lakehouse's MLflow"
     except GoldsmithError as exc:
         client, state, reason = None, "unavailable", f"MLflow is not reachable: {exc}"

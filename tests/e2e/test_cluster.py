@@ -1,0 +1,126 @@
+"""The flights pipeline submitted to a real standalone Spark cluster (a master and two workers on 127.0.0.1,
+scripts/cluster), with the `cluster` overlay: a shared storage path, an MLflow server, goldsmith shipped to the
+executors as its wheel. Its gold tables equal a local-mode run's on the same data."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import BIN, FLIGHTS, MODEL_ARGS, goldsmith, run, sql_row, start
+from .test_sql_server import free_port
+
+pytestmark = pytest.mark.slow
+
+# Per gold table: its row count and a checksum of every column that does not name a run (ids, times).
+CHECKSUMS = {
+    "gold.flight_features": "select count(*) as n, sum(cast(xxhash64(*) as decimal(38, 0))) as h "
+    "from gold.flight_features",
+    "gold.flight_delay_predictions": "select count(*) as n, sum(cast(xxhash64(flight_id, prediction, "
+    "round(probability, 9), model_version) as decimal(38, 0))) as h from gold.flight_delay_predictions",
+}
+
+
+def master_state(webui: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json/", timeout=5) as page:
+        state: dict[str, object] = json.load(page)
+    return state
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A master and two 1-core workers; stopped after the test."""
+    port, webui = free_port(), free_port()
+    env = {"GOLDSMITH_CLUSTER_DIR": str(tmp_path / "cluster")}
+    started = run("bash", "scripts/cluster", "start", "--workers", "2", "--cores", "1", "--memory", "2g",
+                  "--port", str(port), "--webui-port", str(webui), env=env, timeout=180)
+    try:
+        assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
+        url = started.stdout.strip().splitlines()[-1]
+        assert url == f"spark://127.0.0.1:{port}"
+        assert master_state(webui)["aliveworkers"] == 2
+        yield url, webui
+    finally:
+        stopped = run("bash", "scripts/cluster", "stop", env=env, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+    assert "stopped 3 process(es)" in stopped.stdout
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """An MLflow tracking server (SQLite behind it, artifacts proxied) on loopback."""
+    port = free_port()
+    server = start(str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1", log=tmp_path / "mlflow.log")
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as page:
+                    if page.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the MLflow server did not answer within 120 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_cluster_run_equals_local_run(
+    landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], mlflow_server: str,
+) -> None:
+    url, webui = cluster
+    shared = tmp_path / "shared-lake"
+    # What every process of the cluster shares: loopback addresses, the storage path, the tracking server.
+    env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": str(shared), "MLFLOW_TRACKING_URI": mlflow_server}
+    submit = (
+        str(BIN / "spark-submit"), "--master", url, "--py-files", str(goldsmith_wheel),
+        "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
+    )
+    probe = run(*submit, "tests/e2e/probe_executors.py", env=env, timeout=300)
+    assert probe.returncode == 0, (probe.stdout + probe.stderr)[-3000:]
+    line = next(x for x in probe.stdout.splitlines() if x.startswith("executors import goldsmith from: "))
+    paths = json.loads(line.split(": ", 1)[1])
+    assert paths and all(f"/{goldsmith_wheel.name}/goldsmith/__init__.py" in p for p in paths), paths
+
+    on_cluster = run(
+        *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",
+        "--set", f"vars.landing={landing}", *MODEL_ARGS,
+        # 3,000 flights: the overlay's 64 shuffle partitions would be 64 near-empty tasks per shuffle.
+        "--set", "spark.conf.spark.sql.shuffle.partitions=4",
+        env=env, timeout=1500,
+    )
+    assert on_cluster.returncode == 0, (on_cluster.stdout + on_cluster.stderr)[-3000:]
+    apps = master_state(webui)["completedapps"]
+    assert isinstance(apps, list)
+    assert {"goldsmith-flights", "goldsmith-probe"} <= {app["name"] for app in apps}
+    assert f"open {mlflow_server}" in on_cluster.stdout  # runs and models went to the tracking server
+    assert not (shared / "_mlflow").exists()
+
+    local = tmp_path / "local-lake"
+    in_local_mode = goldsmith(
+        "run", "conf/pipelines/flights.yml", "--stages", "ingest,refine,features,train,score",
+        "--set", f"storage.root={local}", "--set", f"vars.landing={landing}", *MODEL_ARGS,
+    )
+    assert in_local_mode.returncode == 0, in_local_mode.stderr[-3000:]
+
+    for table, query in CHECKSUMS.items():
+        cluster_sum, local_sum = sql_row(query, shared), sql_row(query, local)
+        assert cluster_sum == local_sum, table
+        assert isinstance(cluster_sum["n"], int) and cluster_sum["n"] > 0
+    assert sql_row(CHECKSUMS["gold.flight_features"], shared)["n"] == FLIGHTS
+    registered = sql_row("select count(*) as n, max(to_version) as v from ops.model_promotions "
+                         "where alias = 'champion'", shared)
+    assert registered == {"n": 1, "v": 1}
