@@ -139,7 +139,7 @@ def _print_summary(ctx: RunContext) -> None:
     existing = [(layer, name) for layer, name in tables if lakehouse.exists(layer, name)]
     print(f"\nRun {ctx.run_id} of pipeline '{config.name}' finished. Its tables, under {lakehouse.root}:")
     for layer, name in existing:
-        print(f"  {layer}.{name:<32} {lakehouse.path(layer, name)}")
+        print(f"  {layer}.{name:<32} {lakehouse.location(layer, name)}")
     _print_models(ctx)
     example = next((f"{la}.{n}" for la, n in reversed(existing) if not n.endswith("_quarantine")), None)
     if example:

@@ -3,6 +3,7 @@ through the endpoint are refused; SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -35,9 +36,13 @@ def beeline(port: int, statement: str) -> subprocess.CompletedProcess[str]:
                "--outputformat=csv2", "-e", statement, timeout=300)
 
 
+PROMPT = re.compile(r"^(\d+: jdbc:hive2://\S+> )+")
+
+
 def csv_rows(output: str) -> list[list[str]]:
-    """beeline's csv2 output without the JVM's warnings: header first."""
-    return [line.split(",") for line in output.splitlines() if line and not line.startswith(("WARNING", "SLF4J"))]
+    """beeline's csv2 output without the JVM's warnings and the prompts it echoes: header first."""
+    lines = (PROMPT.sub("", line) for line in output.splitlines())
+    return [line.split(",") for line in lines if line and not line.startswith(("WARNING", "SLF4J"))]
 
 
 def test_beeline_reads_gold_tables_while_a_pipeline_writes(landing: Path, tmp_path: Path) -> None:

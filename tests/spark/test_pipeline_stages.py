@@ -99,6 +99,42 @@ def test_first_run_then_rerun_changes_nothing(spark: SparkSession, tmp_path: Pat
     assert count(spark, "ops.ingested_files") == 1
 
 
+def test_catalog_mode_writes_and_reads_tables_by_catalog_name(spark: SparkSession, tmp_path: Path) -> None:
+    # The local session catalog stands in for Unity Catalog: `spark_catalog.t_<layer>` are its schemas, placed
+    # under tmp_path; the pipeline's SQL still says `silver.items`.
+    write_pipeline(tmp_path)
+    config = load_pipeline(tmp_path / "mini.yml", ["storage.catalog=spark_catalog", "storage.schema_prefix=t_"])
+    layers = ("bronze", "silver", "gold", "ops")
+    for layer in layers:
+        spark.sql(f"create schema if not exists spark_catalog.t_{layer} location '{tmp_path / 'uc' / layer}'")
+    try:
+        land(tmp_path, "a.csv", GOOD)
+        first = run_pipeline(config, ["ingest", "refine", "features"], spark=spark)
+        assert first.lakehouse.location("gold", "totals") == "spark_catalog.t_gold.totals"
+        assert count(spark, "spark_catalog.t_bronze.items") == 3
+        assert count(spark, "spark_catalog.t_silver.items") == 3
+        got = {r["name"]: r["total_qty"] for r in spark.table("spark_catalog.t_gold.totals").collect()}
+        assert got == {"APPLE": 3, "PEAR": 5, "FIG": None}
+        assert count(spark, "spark_catalog.t_ops.ingested_files") == 1
+        assert not (tmp_path / "lake" / "silver").exists()  # nothing written by path
+        assert (tmp_path / "uc" / "silver" / "items" / "_delta_log").is_dir()
+
+        land(tmp_path, "b.csv", "2,pear,9,2024-02-01T00:00:00Z\n")
+        second = run_pipeline(config, ["ingest", "refine", "features"], spark=spark)
+        refine = next(r for r in second.results if r.stage == "refine")
+        assert (refine.records_in, refine.inserted, refine.updated) == (1, 0, 1)  # a MERGE by name
+        assert spark.sql("select total_qty from spark_catalog.t_gold.totals where name = 'PEAR'").first()[0] == 9
+        assert second.lakehouse.version("silver", "items") == 1
+        first_version = second.lakehouse.read("silver", "items", version=0).where("item_id = 2").first()
+        assert first_version is not None and first_version["qty"] == 5
+
+        third = run_pipeline(config, ["ingest", "refine", "features"], spark=spark)
+        assert not third.changed
+    finally:
+        for layer in layers:
+            spark.sql(f"drop schema if exists spark_catalog.t_{layer} cascade")
+
+
 def test_incremental_file_updates_and_inserts(spark: SparkSession, tmp_path: Path) -> None:
     config = write_pipeline(tmp_path)
     land(tmp_path, "a.csv", GOOD)

@@ -20,7 +20,8 @@ from goldsmith.errors import ConfigError
 
 OVERLAY_KEYS = frozenset({"storage", "vars", "spark"})
 _VAR = re.compile(r"\$\{([^}]+)\}")
-_TABLE_REF = re.compile(r"\b(bronze|silver|gold|ops)\.([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
+# `layer.table` in a pipeline SQL file: checked here, renamed for a catalog by goldsmith.io.lakehouse.
+TABLE_REF = re.compile(r"\b(bronze|silver|gold|ops)\.([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
 _SQL_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
@@ -251,7 +252,7 @@ def check_sql_files(config: PipelineConfig, pipeline_path: Path) -> None:
             raise ConfigError(f"{file}: not UTF-8 text ({layer}.{name})") from None
         if not text.strip():
             raise ConfigError(f"{file}: empty SQL file ({layer}.{name})")
-        for ref_layer, ref_name in _TABLE_REF.findall(text):
+        for ref_layer, ref_name in TABLE_REF.findall(text):
             ref = f"{ref_layer.lower()}.{ref_name.lower()}"
             if ref not in known and not ref.startswith("ops."):
                 raise ConfigError(f"{file}: reads {ref}, which this pipeline does not define")
@@ -263,4 +264,4 @@ def check_sql_files(config: PipelineConfig, pipeline_path: Path) -> None:
 def sql_table_refs(sql_text: str) -> set[str]:
     """`layer.table` names a SQL text reads (comments ignored)."""
     text = _SQL_COMMENT.sub(" ", sql_text)
-    return {f"{a.lower()}.{b.lower()}" for a, b in _TABLE_REF.findall(text)}
+    return {f"{a.lower()}.{b.lower()}" for a, b in TABLE_REF.findall(text)}

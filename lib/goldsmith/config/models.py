@@ -457,7 +457,9 @@ class StorageConfig(Model):
     """Where tables live. `catalog` is a Unity Catalog name on Databricks, empty elsewhere."""
 
     root: str = Field(default="./lakehouse", min_length=1)
+    # A catalog (Unity Catalog on Databricks): tables are `<catalog>.<schema_prefix><layer>.<table>`, by name.
     catalog: str | None = None
+    schema_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")
     # MLflow's tracking/registry URI (an MLflow server on a cluster); empty: $MLFLOW_TRACKING_URI, else SQLite
     # under the root.
     tracking_uri: str | None = None

@@ -1,8 +1,12 @@
-"""The lakehouse: one storage root whose folders are the catalog.
+"""The lakehouse: one storage root whose folders are the catalog, or the schemas of a Unity Catalog catalog.
 
-`<root>/<layer>/<table>` holds a Delta table; the layers are databases. Any process attaches the same
-root and sees the same tables at their latest committed version, so there is no metastore that only one
-JVM may open. On Databricks (`storage.catalog` set) names become `<catalog>.<layer>.<table>`.
+Local and on a cluster, `<root>/<layer>/<table>` holds a Delta table; the layers are databases. Any process
+attaches the same root and sees the same tables at their latest committed version, so there is no metastore
+that only one JVM may open.
+
+With `storage.catalog` set (Databricks), tables are the catalog's own, named `<catalog>.<prefix><layer>.<table>`
+(`storage.schema_prefix`, e.g. `dev_`, keeps a developer's tables apart), written and read by name; the
+pipeline's SQL files still say `silver.flights` and are resolved to those names (`resolve_sql`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+
+from goldsmith.config.loader import TABLE_REF  # the pattern the loader checks SQL references with
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ class Lakehouse:
     spark: SparkSession
     root: str
     catalog: str | None = None
+    schema_prefix: str = ""
     _registered: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -60,15 +67,40 @@ class Lakehouse:
         return str(fs.makeQualified(hadoop_path).toString())
 
     def path(self, layer: str, table: str) -> str:
-        """Storage path of `layer.table`."""
+        """Storage path of `layer.table` (local and cluster storage; a catalog keeps its tables' paths)."""
         return f"{self.root}/{layer}/{table}"
 
+    def qualified(self, layer: str, table: str) -> str:
+        """The table's SQL name: `layer`.`table`, or `catalog`.`<prefix>layer`.`table` in a catalog."""
+        if self.catalog:
+            return f"{_quote(self.catalog)}.{_quote(self.schema_prefix + layer)}.{_quote(table)}"
+        return f"{_quote(layer)}.{_quote(table)}"
+
+    def location(self, layer: str, table: str) -> str:
+        """Where a person finds the table: its path, or its catalog name."""
+        return self.qualified(layer, table).replace("`", "") if self.catalog else self.path(layer, table)
+
+    def resolve_sql(self, sql_text: str) -> str:
+        """A pipeline SQL text with its `layer.table` references named as this lakehouse names them."""
+        if not self.catalog:
+            return sql_text
+        return TABLE_REF.sub(lambda m: self.qualified(m.group(1).lower(), m.group(2)), sql_text)
+
     def exists(self, layer: str, table: str) -> bool:
-        """Whether a Delta table is at the table's path."""
+        """Whether the Delta table exists (at its path, or in the catalog)."""
+        if self.catalog:
+            return bool(self.spark.catalog.tableExists(self.qualified(layer, table)))
         return bool(DeltaTable.isDeltaTable(self.spark, self.path(layer, table)))
 
     def attach(self) -> list[str]:
-        """Register every Delta table under the root in this session's catalog; return their names."""
+        """Register every Delta table under the root in this session's catalog; return their names.
+
+        In a catalog, the layers' schemas are created if missing; the catalog itself holds the tables."""
+        if self.catalog:
+            for layer in LAYERS:
+                schema = f"{_quote(self.catalog)}.{_quote(self.schema_prefix + layer)}"
+                self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            return []
         names = []
         for layer in LAYERS:
             for table in self._list_tables(layer):
@@ -111,6 +143,11 @@ class Lakehouse:
 
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table's latest version, or the given Delta version (time travel)."""
+        if self.catalog:
+            name = self.qualified(layer, table)
+            if version is None:
+                return self.spark.read.table(name)
+            return self.spark.sql(f"SELECT * FROM {name} VERSION AS OF {int(version)}")
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -120,11 +157,13 @@ class Lakehouse:
         """The table's latest Delta version, or None when it does not exist."""
         if not self.exists(layer, table):
             return None
-        row = DeltaTable.forPath(self.spark, self.path(layer, table)).history(1).select("version").first()
+        row = self.delta_table(layer, table).history(1).select("version").first()
         return int(row["version"]) if row else None
 
     def delta_table(self, layer: str, table: str) -> DeltaTable:
         """The `DeltaTable` handle for MERGE and history."""
+        if self.catalog:
+            return DeltaTable.forName(self.spark, self.qualified(layer, table))
         return DeltaTable.forPath(self.spark, self.path(layer, table))
 
     def write(
@@ -143,8 +182,11 @@ class Lakehouse:
             writer = writer.option("overwriteSchema", "true")
         for key, value in (options or {}).items():
             writer = writer.option(key, value)
-        writer.save(self.path(layer, table))
-        self.register(layer, table)
+        if self.catalog:
+            writer.saveAsTable(self.qualified(layer, table))
+        else:
+            writer.save(self.path(layer, table))
+            self.register(layer, table)
         return self.last_commit_metrics(layer, table) if metrics else {}
 
     def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:

@@ -77,7 +77,7 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
 
     path = ctx.config.sql_path(table.sql)
     try:
-        gold_df = ctx.spark.sql(sql_text, args=dict(table.params) or None)
+        gold_df = ctx.spark.sql(ctx.lakehouse.resolve_sql(sql_text), args=dict(table.params) or None)
     except Exception as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
     gold_df = gold_df.persist(StorageLevel.MEMORY_AND_DISK)

@@ -54,7 +54,7 @@ def session_for(config: PipelineConfig) -> SparkSession:
 def open_lakehouse(spark: SparkSession, config: PipelineConfig) -> Lakehouse:
     """The pipeline's lakehouse with every existing table registered."""
     register_sql_functions(spark)
-    lakehouse = Lakehouse(spark, config.storage.root, config.storage.catalog)
+    lakehouse = Lakehouse(spark, config.storage.root, config.storage.catalog, config.storage.schema_prefix)
     lakehouse.attach()
     return lakehouse
 

@@ -78,7 +78,7 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
     """The silver SQL's result over the `bronze_batch` view; it must keep the lineage columns and keys."""
     path = ctx.config.sql_path(table.sql)
     try:
-        df = ctx.spark.sql(path.read_text(encoding="utf-8"))
+        df = ctx.spark.sql(ctx.lakehouse.resolve_sql(path.read_text(encoding="utf-8")))
     except Exception as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
     missing = [c for c in (*LINEAGE_COLUMNS, *table.keys, *table.sequence_by) if c not in df.columns]

@@ -352,9 +352,10 @@ def _log_inputs(ctx: RunContext, spec: ModelSpec, table_version: int | None, fp:
     from mlflow.data.spark_dataset import SparkDataset
 
     layer, table = spec.table.split(".", 1)
-    path = ctx.lakehouse.path(layer, table)
+    path = ctx.lakehouse.location(layer, table)
     frame = ctx.lakehouse.read(layer, table).limit(0)
-    source = DeltaDatasetSource(path=path, delta_table_version=table_version)
+    source = DeltaDatasetSource(delta_table_name=path, delta_table_version=table_version) \
+        if ctx.lakehouse.catalog else DeltaDatasetSource(path=path, delta_table_version=table_version)
     for context in ("training", "validation", "test"):
         dataset = SparkDataset(df=frame, source=source, targets=spec.label, name=f"{spec.table}@v{table_version}",
                                digest=fp[:8])
