@@ -5,6 +5,7 @@ executors as its wheel. Its gold tables equal a local-mode run's on the same dat
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import urllib.request
@@ -83,17 +84,21 @@ def test_cluster_run_equals_local_run(
 ) -> None:
     url, webui = cluster
     shared = tmp_path / "shared-lake"
+    # PySpark puts `--py-files` entries on the workers' path only when they end in .zip, .egg or .jar: the wheel
+    # (a zip archive of the pure-Python package) goes under a .zip name.
+    code = tmp_path / goldsmith_wheel.with_suffix(".zip").name
+    shutil.copyfile(goldsmith_wheel, code)
     # What every process of the cluster shares: loopback addresses, the storage path, the tracking server.
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": str(shared), "MLFLOW_TRACKING_URI": mlflow_server}
     submit = (
-        str(BIN / "spark-submit"), "--master", url, "--py-files", str(goldsmith_wheel),
+        str(BIN / "spark-submit"), "--master", url, "--py-files", str(code),
         "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
     )
     probe = run(*submit, "tests/e2e/probe_executors.py", env=env, timeout=300)
     assert probe.returncode == 0, (probe.stdout + probe.stderr)[-3000:]
     line = next(x for x in probe.stdout.splitlines() if x.startswith("executors import goldsmith from: "))
     paths = json.loads(line.split(": ", 1)[1])
-    assert paths and all(f"/{goldsmith_wheel.name}/goldsmith/__init__.py" in p for p in paths), paths
+    assert paths and all(f"/{code.name}/goldsmith/__init__.py" in p for p in paths), paths
 
     on_cluster = run(
         *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",

@@ -258,3 +258,13 @@ def test_a_task_the_wheel_cannot_run_is_caught(wheel: Path, tmp_path: Path) -> N
         assert len(problems) == sum(len(j["tasks"]) for j in bundle["resources"]["jobs"].values()), problems
         assert all(p.endswith(missing) for p in problems), problems
 
+
+
+def test_the_wheel_leaves_a_runtimes_own_spark_alone(wheel: Path) -> None:
+    # Installed on Databricks (or any Spark installation), the wheel must not pull another pyspark or delta-spark.
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    spark = [r for r in requires if r.startswith(("pyspark", "delta-spark"))]
+    assert spark and all("extra == \"spark\"" in r for r in spark), spark
+    assert any(r.startswith("mlflow") and "extra" not in r for r in requires)
