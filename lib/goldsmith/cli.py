@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from goldsmith import __version__
-from goldsmith.errors import GoldsmithError
+from goldsmith.errors import ConfigError, GoldsmithError
 
 if TYPE_CHECKING:
     from goldsmith.jobs.context import RunContext
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dest", type=Path, default=None, help="default: <storage root>/landing ($GOLDSMITH_ROOT or ./lakehouse)"
     )
     demo.add_argument("--limit", type=int, default=None, help="flights only: the first N flights")
+    demo.add_argument("--scale", type=int, default=None, metavar="SF",
+                      help="flights only: SF years of flights-like data (1 = the real 336,776 flights; a file a month)")
+    demo.add_argument("--seed", type=int, default=42, help="with --scale: the seed of the copies' delay jitter")
     return parser
 
 
@@ -254,6 +257,14 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from goldsmith.examples import write_landing
 
     dest = args.dest or Path(os.environ.get("GOLDSMITH_ROOT") or "lakehouse") / "landing"
+    if args.scale is not None:
+        from goldsmith.scale import write_scaled_flights
+
+        if args.dataset != "flights":
+            raise ConfigError("--scale: only the flights dataset has a scale generator")
+        for table, rows in write_scaled_flights(dest, args.scale, args.seed, args.limit).items():
+            print(f"  {table:<20} {rows:>12,} rows  {dest / table}")
+        return 0
     written = write_landing(args.dataset, dest, args.limit)
     for name, path in written.items():
         print(f"  {name:<20} {path}")
