@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,20 @@ def sql_row(query: str, root: Path) -> dict[str, object]:
     done = goldsmith("-q", "sql", query, "--root", str(root), "--format", "json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[0])
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for the servers a test starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 FLIGHTS = 3000

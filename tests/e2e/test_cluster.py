@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, FLIGHTS, MODEL_ARGS, goldsmith, run, sql_row, start
-from .test_sql_server import free_port
+from .conftest import BIN, FLIGHTS, MODEL_ARGS, free_port, goldsmith, run, sql_row, start
 
 pytestmark = pytest.mark.slow
 

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, FLIGHTS, goldsmith, run, sql_row, start_goldsmith
+from .conftest import BIN, FLIGHTS, free_port, goldsmith, listening, run, sql_row, start_goldsmith
 
 pytestmark = pytest.mark.slow
 CHECKSUM = "select count(*) as n, sum(cast(xxhash64(flight_id, carrier, route_delay_rate, temp_f) as decimal(38, 0)))" \
     " as h from gold.flight_features"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def beeline(port: int, statement: str) -> subprocess.CompletedProcess[str]:

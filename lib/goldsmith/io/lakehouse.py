@@ -136,7 +136,7 @@ class Lakehouse:
             return
         self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(layer)}")
         self.spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {_quote(layer)}.{_quote(table)} USING DELTA "
+            f"CREATE TABLE IF NOT EXISTS {self.qualified(layer, table)} USING DELTA "
             f"LOCATION {_string_literal(self.path(layer, table))}"
         )
         self._registered.add(key)
