@@ -5,8 +5,10 @@ the alternatives, repeated, reported as medians with min and max (markdown and J
 
 Per scale factor: goldsmith's ETL (ingest, refine, features: wall time, per stage, records per second, peak
 memory of the process tree, cold start = process start to the first Delta commit), the same ETL written by
-hand in plain PySpark (scripts/bench_handwritten_etl.py) and their ratio, and an incremental run after adding
-1% new landing data against a full rebuild. Every figure is measured in this one invocation, on this machine.
+hand in plain PySpark (scripts/bench_handwritten_etl.py) and their ratio, a model per destination airport
+fitted as goldsmith's sklearn-udf backend fits them against a sequential loop (scripts/bench_many_models.py),
+and an incremental run after adding 1% new landing data against a full rebuild. Every figure is measured in
+this one invocation, on this machine.
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def handwritten_etl(landing: Path, root: Path) -> dict[str, object]:
     return result
 
 
+def many_models(root: Path) -> dict[str, float]:
+    result = measure([sys.executable, "scripts/bench_many_models.py", str(root)])
+    timings: dict[str, float] = json.loads(str(result["stdout"]).strip().splitlines()[-1])
+    return timings
+
+
 def add_one_percent(landing: Path, scale: int, seed: int) -> int:
     """New landing file(s): 1% of the flights, from the year after the last one (new keys)."""
     from goldsmith.scale import read_year, scaled_copy  # the generator's own copy of a year
@@ -152,9 +160,15 @@ def main() -> None:
         cold = summary([float(r["first_commit"]) for r in runs["goldsmith"] if r["first_commit"] is not None])
         stages = {s: summary([float(r["stages"][s]) for r in runs["goldsmith"]])  # type: ignore[index]
                   for s in ("ingest", "refine", "features")}
+        hand_stages = {s: summary([float(r["stages"][s]) for r in runs["handwritten"]])  # type: ignore[index]
+                       for s in ("ingest", "refine", "features")}
+        last = args.work / f"sf{scale}-seed{args.seed}" / f"goldsmith-{args.repeats - 1}"
+        print(f"bench: SF{scale} many models (one per destination), {args.repeats} runs", file=sys.stderr, flush=True)
+        models = [many_models(last) for _ in range(args.repeats)]
+        speedup = summary([m["speedup"] for m in models])
 
         # Incremental: 1% new flights into the last goldsmith lakehouse, against the full rebuild above.
-        root = args.work / f"sf{scale}-seed{args.seed}" / f"goldsmith-{args.repeats - 1}"
+        root = last
         added = add_one_percent(landing, scale, args.seed)
         try:
             print(f"bench: SF{scale} incremental run (+{added:,} flights)", file=sys.stderr, flush=True)
@@ -165,7 +179,10 @@ def main() -> None:
         inc_ratio = float(incremental["wall"]) / stats["goldsmith"]["median"]  # type: ignore[arg-type]
         results["scales"][scale] = {  # type: ignore[index]
             "flights": n, "goldsmith_etl_s": stats["goldsmith"], "handwritten_etl_s": stats["handwritten"],
-            "overhead_ratio": summary(ratio), "goldsmith_stages_s": stages,
+            "overhead_ratio": summary(ratio), "goldsmith_stages_s": stages, "handwritten_stages_s": hand_stages,
+            "many_models": {"groups": models[0]["groups"], "rows": models[0]["rows"],
+                            "spark_s": summary([m["spark_seconds"] for m in models]),
+                            "loop_s": summary([m["loop_seconds"] for m in models]), "speedup": speedup},
             "records_per_s": n / stats["goldsmith"]["median"], "peak_memory_gb": peak, "cold_start_s": cold,
             "incremental": {"added_flights": added, "wall_s": incremental["wall"], "ratio_to_full": inc_ratio,
                             "stages": incremental["stages"]},
@@ -174,11 +191,13 @@ def main() -> None:
             f"| SF{scale} | {n:,} | {fmt(stats['goldsmith'])} | "
             + " / ".join(f"{stages[s]['median']:.1f}" for s in ("ingest", "refine", "features"))
             + f" | {n / stats['goldsmith']['median']:,.0f} | {fmt(peak, 'GB')} | {fmt(cold)} | "
-            f"{fmt(stats['handwritten'])} | {statistics.median(ratio):.2f} | {inc_ratio:.2f} |"
+            f"{fmt(stats['handwritten'])} | {statistics.median(ratio):.2f} | {inc_ratio:.2f} | "
+            f"{models[0]['groups']:.0f}: {speedup['median']:.2f}x ({speedup['min']:.2f}-{speedup['max']:.2f}) |"
         )
     header = ("| scale | flights | goldsmith ETL | ingest / refine / features (s) | records/s | peak memory | "
-              "cold start | hand-written PySpark ETL | overhead ratio | incremental (+1%) / full |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+              "cold start | hand-written PySpark ETL | overhead ratio | incremental (+1%) / full | "
+              "models per group: sklearn-udf vs loop |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
     print(header + "\n" + "\n".join(rows_md))
     out = args.work / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str))

@@ -1,0 +1,74 @@
+"""Many models: one HistGradientBoosting model per destination airport on the flights features, fitted the way
+goldsmith's sklearn-udf `group_by` backend fits them (Spark `applyInPandas`, one fit per task, one thread
+each) against the loop a user would write (the same fits one after another in one process, with sklearn's
+own threads). Both fit the same rows with the same parameters; the report compares wall times.
+
+    .venv/bin/python scripts/bench_many_models.py ROOT   # ROOT: a lakehouse with gold.flight_features
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.session import build_session
+
+FEATURES = ["sched_dep_hour", "sched_dep_weekday", "distance_miles", "plane_age_years", "temp_f", "dewpoint_f",
+            "humidity_pct", "wind_speed_mph", "precip_inches", "visibility_miles", "route_delay_rate",
+            "carrier_delay_rate"]
+GROUP, LABEL = "dest", "is_delayed"
+MIN_ROWS = 200
+PARAMS = {"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 100, "random_state": 0}
+
+
+def fit_group(pdf: pd.DataFrame, threads: int | None) -> dict[str, object]:
+    """One model on one group's rows; `threads=None` leaves sklearn its own thread count."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        model = HistGradientBoostingClassifier(**PARAMS).fit(pdf[FEATURES].to_numpy(np.float64),
+                                                             pdf[LABEL].to_numpy(np.int64))
+    return {"group": str(pdf[GROUP].iloc[0]), "rows": len(pdf), "iterations": int(model.n_iter_)}
+
+
+def main(root: str) -> dict[str, object]:
+    spark = build_session("bench-many-models", "local[*]")
+    lakehouse = Lakehouse(spark, root)
+    lakehouse.attach()
+    data = (lakehouse.read("gold", "flight_features").where(F.col(LABEL).isNotNull())
+            .select(GROUP, *[F.col(c).cast("double") for c in FEATURES], F.col(LABEL).cast("int").alias(LABEL)))
+    sizes = data.groupBy(GROUP).count().where(F.col("count") >= MIN_ROWS)
+    data = data.join(sizes.select(GROUP), GROUP, how="inner").cache()
+    groups = sizes.count()
+    rows = data.count()
+
+    def fit(pdf: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame([fit_group(pdf, threads=1)])
+
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or "8")
+    started = time.perf_counter()
+    spark_rows = (data.repartition(partitions, GROUP).groupBy(GROUP)
+                  .applyInPandas(fit, "group string, rows long, iterations int").collect())
+    spark_seconds = time.perf_counter() - started
+
+    local = data.toPandas()  # the loop's input, collected outside its timing (a loop needs it in memory)
+    started = time.perf_counter()
+    loop_rows = [fit_group(part, threads=None) for _, part in local.groupby(GROUP, sort=True)]
+    loop_seconds = time.perf_counter() - started
+    spark.stop()
+    assert sorted((str(r["group"]), int(r["rows"])) for r in loop_rows) == \
+        sorted((str(r["group"]), int(r["rows"])) for r in spark_rows), "the two paths fitted different groups"
+    return {"groups": groups, "rows": rows, "spark_seconds": spark_seconds, "loop_seconds": loop_seconds,
+            "speedup": loop_seconds / spark_seconds}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(str(Path(sys.argv[1]).resolve()))))
