@@ -7,8 +7,9 @@ Per scale factor: goldsmith's ETL (ingest, refine, features: wall time, per stag
 memory of the process tree, cold start = process start to the first Delta commit), the same ETL written by
 hand in plain PySpark (scripts/bench_handwritten_etl.py) and their ratio, a model per destination airport
 fitted as goldsmith's sklearn-udf backend fits them against a sequential loop (scripts/bench_many_models.py),
-and an incremental run after adding 1% new landing data against a full rebuild. Every figure is measured in
-this one invocation, on this machine.
+batch scoring with Spark against one process's `predict_proba` (scripts/bench_scoring.py), and an incremental
+run after adding 1% new landing data against a full rebuild. Every figure is measured in this one invocation,
+on this machine.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def many_models(root: Path) -> dict[str, float]:
     return timings
 
 
+def scoring(root: Path) -> dict[str, float]:
+    result = measure([sys.executable, "scripts/bench_scoring.py", str(root)])
+    timings: dict[str, float] = json.loads(str(result["stdout"]).strip().splitlines()[-1])
+    return timings
+
+
 def add_one_percent(landing: Path, scale: int, seed: int) -> int:
     """New landing file(s): 1% of the flights, from the year after the last one (new keys)."""
     from goldsmith.scale import read_year, scaled_copy  # the generator's own copy of a year
@@ -166,6 +173,8 @@ def main() -> None:
         print(f"bench: SF{scale} many models (one per destination), {args.repeats} runs", file=sys.stderr, flush=True)
         models = [many_models(last) for _ in range(args.repeats)]
         speedup = summary([m["speedup"] for m in models])
+        print(f"bench: SF{scale} batch scoring, {args.repeats} runs", file=sys.stderr, flush=True)
+        scored = [scoring(last) for _ in range(args.repeats)]
 
         # Incremental: 1% new flights into the last goldsmith lakehouse, against the full rebuild above.
         root = last
@@ -183,6 +192,10 @@ def main() -> None:
             "many_models": {"groups": models[0]["groups"], "rows": models[0]["rows"],
                             "spark_s": summary([m["spark_seconds"] for m in models]),
                             "loop_s": summary([m["loop_seconds"] for m in models]), "speedup": speedup},
+            "scoring": {"rows": scored[0]["rows"],
+                        "spark_rows_per_s": summary([s["spark_rows_per_s"] for s in scored]),
+                        "single_process_rows_per_s": summary([s["single_process_rows_per_s"] for s in scored]),
+                        "single_process_load_s": summary([s["single_process_load_seconds"] for s in scored])},
             "records_per_s": n / stats["goldsmith"]["median"], "peak_memory_gb": peak, "cold_start_s": cold,
             "incremental": {"added_flights": added, "wall_s": incremental["wall"], "ratio_to_full": inc_ratio,
                             "stages": incremental["stages"]},
@@ -192,12 +205,14 @@ def main() -> None:
             + " / ".join(f"{stages[s]['median']:.1f}" for s in ("ingest", "refine", "features"))
             + f" | {n / stats['goldsmith']['median']:,.0f} | {fmt(peak, 'GB')} | {fmt(cold)} | "
             f"{fmt(stats['handwritten'])} | {statistics.median(ratio):.2f} | {inc_ratio:.2f} | "
-            f"{models[0]['groups']:.0f}: {speedup['median']:.2f}x ({speedup['min']:.2f}-{speedup['max']:.2f}) |"
+            f"{models[0]['groups']:.0f}: {speedup['median']:.2f}x ({speedup['min']:.2f}-{speedup['max']:.2f}) | "
+            f"{statistics.median(s['spark_rows_per_s'] for s in scored):,.0f} / "
+            f"{statistics.median(s['single_process_rows_per_s'] for s in scored):,.0f} |"
         )
     header = ("| scale | flights | goldsmith ETL | ingest / refine / features (s) | records/s | peak memory | "
               "cold start | hand-written PySpark ETL | overhead ratio | incremental (+1%) / full | "
-              "models per group: sklearn-udf vs loop |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+              "models per group: sklearn-udf vs loop | scoring rows/s: Spark / one process |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(header + "\n" + "\n".join(rows_md))
     out = args.work / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str))
