@@ -97,23 +97,18 @@ def goldsmith_etl(landing: Path, root: Path) -> dict[str, object]:
 
 
 def handwritten_etl(landing: Path, root: Path) -> dict[str, object]:
-    result = measure([sys.executable, "scripts/bench_handwritten_etl.py", str(landing), str(root)],
-                     first_commit_under=root)
-    timings = json.loads(str(result["stdout"]).strip().splitlines()[-1])
+    result, timings = script_result("bench_handwritten_etl.py", landing, root, first_commit_under=root)
     result["stages"] = {k: timings[k] for k in ("ingest", "refine", "features")}
     return result
 
 
-def many_models(root: Path) -> dict[str, float]:
-    result = measure([sys.executable, "scripts/bench_many_models.py", str(root)])
+def script_result(
+    script: str, *args: Path, first_commit_under: Path | None = None
+) -> tuple[dict[str, object], dict[str, float]]:
+    """Run one of the bench scripts, which print their own timings as a JSON line last."""
+    result = measure([sys.executable, f"scripts/{script}", *map(str, args)], first_commit_under)
     timings: dict[str, float] = json.loads(str(result["stdout"]).strip().splitlines()[-1])
-    return timings
-
-
-def scoring(root: Path) -> dict[str, float]:
-    result = measure([sys.executable, "scripts/bench_scoring.py", str(root)])
-    timings: dict[str, float] = json.loads(str(result["stdout"]).strip().splitlines()[-1])
-    return timings
+    return result, timings
 
 
 def add_one_percent(landing: Path, scale: int, seed: int) -> int:
@@ -171,10 +166,10 @@ def main() -> None:
                        for s in ("ingest", "refine", "features")}
         last = args.work / f"sf{scale}-seed{args.seed}" / f"goldsmith-{args.repeats - 1}"
         print(f"bench: SF{scale} many models (one per destination), {args.repeats} runs", file=sys.stderr, flush=True)
-        models = [many_models(last) for _ in range(args.repeats)]
+        models = [script_result("bench_many_models.py", last)[1] for _ in range(args.repeats)]
         speedup = summary([m["speedup"] for m in models])
         print(f"bench: SF{scale} batch scoring, {args.repeats} runs", file=sys.stderr, flush=True)
-        scored = [scoring(last) for _ in range(args.repeats)]
+        scored = [script_result("bench_scoring.py", last)[1] for _ in range(args.repeats)]
 
         # Incremental: 1% new flights into the last goldsmith lakehouse, against the full rebuild above.
         root = last

@@ -18,14 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_many_models import FEATURES  # the same numeric features (this script's folder is on sys.path)
 from pyspark.sql import functions as F
 
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.session import build_session
-
-FEATURES = ["sched_dep_hour", "sched_dep_weekday", "distance_miles", "plane_age_years", "temp_f", "dewpoint_f",
-            "humidity_pct", "wind_speed_mph", "precip_inches", "visibility_miles", "route_delay_rate",
-            "carrier_delay_rate"]
 
 
 def main(root: str) -> dict[str, float]:

@@ -123,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def storage_root(arg: str | None) -> str:
+    """`--root`, else $GOLDSMITH_ROOT, else ./lakehouse: the root of commands that take no pipeline file."""
+    return arg or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from goldsmith.config import load_pipeline
     from goldsmith.jobs.pipeline import parse_stages, run_pipeline
@@ -230,7 +235,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from goldsmith.io.lakehouse import Lakehouse
     from goldsmith.session import build_session
 
-    root = args.root or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
+    root = storage_root(args.root)
     spark = build_session("goldsmith-sql", "local[*]")
     lakehouse = Lakehouse(spark, root)
     lakehouse.attach()
@@ -243,7 +248,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_serve_sql(args: argparse.Namespace) -> int:
     from goldsmith.serve import serve_sql
 
-    root = args.root or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
+    root = storage_root(args.root)
     return serve_sql(root, args.port, args.host, args.writable, args.refresh_seconds)
 
 
@@ -256,7 +261,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from goldsmith.examples import write_landing
 
-    dest = args.dest or Path(os.environ.get("GOLDSMITH_ROOT") or "lakehouse") / "landing"
+    dest = args.dest or Path(storage_root(None)) / "landing"
     if args.scale is not None:
         from goldsmith.scale import write_scaled_flights
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +23,9 @@ def _registry(root: str) -> Any:
 
 
 def run_models_command(args: argparse.Namespace) -> int:
-    root = args.root or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
-    registry = _registry(root)
+    from goldsmith.cli import storage_root
+
+    registry = _registry(storage_root(args.root))
     if args.models_command == "list":
         return _list(registry, args.name)
     if args.models_command == "promote":
