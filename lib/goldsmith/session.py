@@ -38,6 +38,8 @@ SMALL_MACHINE_DEFAULTS: dict[str, str] = {
     # Delta rebuilds table state with this many partitions (default 50: ~50 tiny tasks per table read).
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "false",
+    # A stage runs its tables side by side (goldsmith.jobs.parallel), each in its own pool.
+    "spark.scheduler.mode": "FAIR",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "4g",

@@ -397,3 +397,44 @@ def test_sql_table_refs_ignores_comments() -> None:
     select * from Silver.Flights f join gold.daily d on f.id = d.id -- silver.trailing
     """
     assert sql_table_refs(sql) == {"silver.flights", "gold.daily"}
+
+
+# --- incremental gold tables -------------------------------------------------------------------------
+INCREMENTAL = GOOD_PIPELINE + """\
+    incremental:
+      column: at
+      inputs: {silver.things: at}
+"""
+
+
+def test_incremental_sql_must_read_since(tmp_path: Path) -> None:
+    message = _error(_tiny(tmp_path, INCREMENTAL, "select id, at from silver.things"))
+    assert "gold.summary.incremental" in message and ":since" in message
+
+
+def test_incremental_since_in_a_comment_does_not_count(tmp_path: Path) -> None:
+    sql = "-- where at >= :since\nselect id, at from silver.things"
+    assert ":since" in _error(_tiny(tmp_path, INCREMENTAL, sql))
+
+
+def test_incremental_input_must_be_read_by_the_sql(tmp_path: Path) -> None:
+    pipeline = INCREMENTAL.replace("{silver.things: at}", "{silver.other: at}")
+    message = _error(_tiny(tmp_path, pipeline, "select id, at from silver.things where at >= :since"))
+    assert "silver.other is not a table summary.sql reads" in message
+
+
+def test_incremental_since_is_not_a_user_param(tmp_path: Path) -> None:
+    pipeline = INCREMENTAL + "    params: {since: 3}\n"
+    message = _error(_tiny(tmp_path, pipeline, "select id, at from silver.things where at >= :since"))
+    assert "'since' is set by goldsmith" in message
+
+
+def test_incremental_needs_inputs(tmp_path: Path) -> None:
+    pipeline = INCREMENTAL.replace("{silver.things: at}", "{}")
+    assert "inputs" in _error(_tiny(tmp_path, pipeline, "select id, at from silver.things where at >= :since"))
+
+
+def test_flights_gold_is_incremental() -> None:
+    table = load_pipeline(FLIGHTS).gold["flight_features"]
+    assert table.incremental is not None and table.incremental.column == "sched_dep_at"
+    assert set(table.incremental.inputs) == {"silver.flights", "silver.weather"}

@@ -259,6 +259,27 @@ def check_sql_files(config: PipelineConfig, pipeline_path: Path) -> None:
     for name, table in config.gold.items():
         if table.grain and table.grain not in known:
             raise ConfigError(f"{pipeline_path}: gold.{name}.grain: {table.grain} is not a table of this pipeline")
+        if table.incremental:
+            check_incremental(config, pipeline_path, name)
+
+
+def check_incremental(config: PipelineConfig, pipeline_path: Path, name: str) -> None:
+    """An incremental gold table's SQL reads `:since` and every table its `inputs` name."""
+    table = config.gold[name]
+    assert table.incremental is not None
+    where = f"{pipeline_path}: gold.{name}.incremental"
+    text = _SQL_COMMENT.sub(" ", config.sql_path(table.sql).read_text(encoding="utf-8"))
+    if not re.search(r":since\b", text):
+        raise ConfigError(
+            f"{where}: {config.sql_path(table.sql).name} must read :since and return only the rows whose "
+            f"{table.incremental.column} is at or after it"
+        )
+    if "since" in table.params:
+        raise ConfigError(f"{pipeline_path}: gold.{name}.params: 'since' is set by goldsmith for incremental builds")
+    refs = sql_table_refs(text)
+    for ref in table.incremental.inputs:
+        if ref.lower() not in refs:
+            raise ConfigError(f"{where}.inputs: {ref} is not a table {config.sql_path(table.sql).name} reads")
 
 
 def sql_table_refs(sql_text: str) -> set[str]:

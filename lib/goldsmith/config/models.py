@@ -99,6 +99,22 @@ class SilverTable(Model):
         return self
 
 
+class IncrementalBuild(Model):
+    """Rebuild only the gold rows an input change can affect, for point-in-time tables.
+
+    The SQL reads `:since` (a TIMESTAMP) and returns exactly the rows whose `column` is at or after it, as a
+    full build would compute them. goldsmith finds `since` from the inputs' Delta change feeds: the earliest
+    `inputs[table]` value among the rows inserted, updated or deleted since the last build. A point-in-time
+    table guarantees that a change at time t can only change gold rows at or after t. Any other change (an
+    input not listed, the SQL, its params, a missing change feed) rebuilds the whole table.
+    """
+
+    column: str = Field(description="the gold row's point in time; rows at or after :since are replaced")
+    inputs: dict[str, str] = Field(
+        min_length=1, description="input table -> its time column, e.g. {silver.flights: sched_dep_at}"
+    )
+
+
 class GoldTable(Model):
     """`gold.<name>`: the result of one SQL file over silver (and earlier gold) tables."""
 
@@ -110,6 +126,9 @@ class GoldTable(Model):
     )
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="named parameters the SQL reads as :name"
+    )
+    incremental: IncrementalBuild | None = Field(
+        default=None, description="rebuild only the rows at or after the earliest changed input row"
     )
 
 

@@ -12,6 +12,7 @@ pipeline's SQL files still say `silver.flights` and are resolved to those names 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,10 @@ from goldsmith.config.loader import TABLE_REF  # the pattern the loader checks S
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold", "ops")
+_REGISTER_LOCK = threading.Lock()  # tables of one stage run in threads (goldsmith.jobs.parallel)
 ROOT_CONF = "goldsmith.lakehouse.root"
+# Silver and gold tables record their row changes, so that an incremental gold build can find what changed.
+CHANGE_FEED = "delta.enableChangeDataFeed"
 
 
 def _quote(name: str) -> str:
@@ -134,12 +138,13 @@ class Lakehouse:
         key = f"{layer}.{table}"
         if self.catalog or key in self._registered:
             return
-        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(layer)}")
-        self.spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {self.qualified(layer, table)} USING DELTA "
-            f"LOCATION {_string_literal(self.path(layer, table))}"
-        )
-        self._registered.add(key)
+        with _REGISTER_LOCK:
+            self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(layer)}")
+            self.spark.sql(
+                f"CREATE TABLE IF NOT EXISTS {self.qualified(layer, table)} USING DELTA "
+                f"LOCATION {_string_literal(self.path(layer, table))}"
+            )
+            self._registered.add(key)
 
     def read(self, layer: str, table: str, version: int | None = None) -> DataFrame:
         """The table's latest version, or the given Delta version (time travel)."""
@@ -178,7 +183,7 @@ class Lakehouse:
         """Write `df` to `layer.table` as Delta, register it, and return the commit's operation metrics
         (Delta's own count of the rows written), or {} when `metrics` is False."""
         writer = df.write.format("delta").mode(mode)
-        if mode == "overwrite":
+        if mode == "overwrite" and "replaceWhere" not in (options or {}):
             writer = writer.option("overwriteSchema", "true")
         for key, value in (options or {}).items():
             writer = writer.option(key, value)
@@ -188,6 +193,24 @@ class Lakehouse:
             writer.save(self.path(layer, table))
             self.register(layer, table)
         return self.last_commit_metrics(layer, table) if metrics else {}
+
+    def changes(self, layer: str, table: str, after_version: int, to_version: int) -> DataFrame:
+        """Delta's change feed of the table: rows inserted, updated (both images) or deleted in the versions
+        after `after_version` up to `to_version`; raises when the table did not record changes then."""
+        reader = (
+            self.spark.read.format("delta").option("readChangeFeed", "true")
+            .option("startingVersion", after_version + 1).option("endingVersion", to_version)
+        )
+        return reader.table(self.qualified(layer, table)) if self.catalog else reader.load(self.path(layer, table))
+
+    def enable_change_feed(self, layer: str, table: str) -> bool:
+        """Turn on Delta's change feed of an existing table; True if it was off."""
+        name = self.qualified(layer, table) if self.catalog else f"delta.{_quote(self.path(layer, table))}"
+        properties = self.spark.sql(f"SHOW TBLPROPERTIES {name}").collect()
+        if any(r["key"] == CHANGE_FEED and r["value"] == "true" for r in properties):
+            return False
+        self.spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({CHANGE_FEED} = true)")
+        return True
 
     def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:
         """`operationMetrics` of the table's latest commit (row counts written, as Delta recorded them)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import reduce
@@ -27,7 +28,8 @@ SCHEMAS: dict[str, str] = {
         "duration_seconds DOUBLE, recorded_at TIMESTAMP"
     ),
     "gold_builds": (
-        "table_name STRING, run_id STRING, inputs STRING, rows BIGINT, table_version BIGINT, built_at TIMESTAMP"
+        "table_name STRING, run_id STRING, inputs STRING, rows BIGINT, table_version BIGINT, built_at TIMESTAMP, "
+        "mode STRING, since TIMESTAMP"
     ),
     "model_promotions": (
         "model_name STRING, alias STRING, action STRING, from_version BIGINT, to_version BIGINT, reason STRING, "
@@ -96,6 +98,8 @@ class OpsLog:
         self.lakehouse = lakehouse
         self.spark = lakehouse.spark
         self._cache: dict[str, list[Any]] = {}
+        # A stage's tables run in threads: one append at a time (the first creates the table) and one read.
+        self._lock = threading.RLock()
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (dicts keyed by column) to `ops.<table>` in one commit."""
@@ -115,17 +119,21 @@ class OpsLog:
             df = reduce(DataFrame.unionByName, selects)
         else:  # many rows (profiles, metrics): one Python worker beats a plan of hundreds of unions
             df = self.spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields) for row in rows], schema)
-        self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False)
-        if table in self._cache:
-            self._cache[table].extend(dict(r) for r in rows)
+        with self._lock:
+            # mergeSchema: a lakehouse written by an older goldsmith gets the columns added since.
+            self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False,
+                                 options={"mergeSchema": "true"})
+            if table in self._cache:
+                self._cache[table].extend(dict(r) for r in rows)
 
     def _rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
-        if table not in self._cache:
-            self._cache[table] = (
-                [r.asDict() for r in self.lakehouse.read("ops", table).select(*columns).collect()]
-                if self.lakehouse.exists("ops", table) else []
-            )
-        return self._cache[table]
+        with self._lock:
+            if table not in self._cache:
+                self._cache[table] = (
+                    [r.asDict() for r in self.lakehouse.read("ops", table).select(*columns).collect()]
+                    if self.lakehouse.exists("ops", table) else []
+                )
+            return list(self._cache[table])
 
     def _ingested(self, source: str) -> list[dict[str, Any]]:
         rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id")

@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from graphlib import CycleError, TopologicalSorter
+from typing import Any
 
 from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from goldsmith.config.loader import sql_table_refs
 from goldsmith.config.models import GoldTable
 from goldsmith.errors import ConfigError, KeyNotUnique
+from goldsmith.io.lakehouse import CHANGE_FEED
 from goldsmith.io.ops import now
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 
@@ -41,7 +45,8 @@ def run(ctx: RunContext) -> list[TableResult]:
         if result.status == "skipped":
             log.info("  gold.%-26s %s", name, result.detail)
         else:
-            log.info("  gold.%-26s %9s rows  (%.1f s)", name, f"{result.records_out:,}", timer.seconds)
+            log.info("  gold.%-26s %9s rows  (%s, %.1f s)", name, f"{result.records_out:,}", result.detail,
+                     timer.seconds)
         results.append(result)
     return results
 
@@ -55,8 +60,16 @@ def input_versions(ctx: RunContext, sql_text: str) -> dict[str, int | None]:
     return versions
 
 
+# A full build of an incremental table passes the earliest timestamp as :since.
+FULL_BUILD_SINCE = datetime(1, 1, 1, tzinfo=UTC)
+
+
 def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> TableResult:
-    """Run the SQL, check keys and grain, overwrite `gold.<name>`; skip when no input changed."""
+    """Run the SQL, check keys and grain, write `gold.<name>`; skip when no input changed.
+
+    An `incremental` table whose only changes are rows of its listed inputs gets only the rows at or after
+    the earliest changed time recomputed and replaced; anything else is a full rebuild.
+    """
     started = time.perf_counter()
     versions = input_versions(ctx, sql_text)
     missing = [ref for ref, v in versions.items() if v is None]
@@ -65,46 +78,164 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
             f"gold.{name}: input table(s) {', '.join(missing)} do not exist yet; run ingest and refine first"
         )
     # What the table is built from: its inputs' versions, the SQL text and its parameters.
-    fingerprint = {
+    fingerprint: dict[str, Any] = {
         "tables": versions,
         "sql_sha256": hashlib.sha256(sql_text.encode()).hexdigest(),
         "params": dict(sorted(table.params.items())),
     }
-    if ctx.lakehouse.exists("gold", name) and ctx.ops.last_gold_inputs(name) == fingerprint:
+    if table.incremental:
+        fingerprint["incremental"] = table.incremental.model_dump()
+    previous = ctx.ops.last_gold_inputs(name) if ctx.lakehouse.exists("gold", name) else None
+    if previous == fingerprint:
         return TableResult(
             "features", f"gold.{name}", status="skipped", detail="up to date (inputs, SQL and params unchanged)"
         )
+    since: int | None = None
+    if table.incremental and previous is not None:
+        since, why = incremental_since(ctx, table, previous, fingerprint)
+        if since is None and why == NOTHING_CHANGED:
+            record_build(ctx, name, fingerprint, rows=None, mode="unchanged", since=None)
+            return TableResult("features", f"gold.{name}", status="skipped", detail=why)
+        if since is None:
+            log.info("  gold.%-26s full rebuild: %s", name, why)
 
+    params: dict[str, Any] = dict(table.params)
+    if table.incremental:
+        params["since"] = FULL_BUILD_SINCE if since is None else micros_to_datetime(since)
     path = ctx.config.sql_path(table.sql)
     try:
-        gold_df = ctx.spark.sql(ctx.lakehouse.resolve_sql(sql_text), args=dict(table.params) or None)
+        gold_df = ctx.spark.sql(ctx.lakehouse.resolve_sql(sql_text), args=params or None)
     except Exception as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    if table.incremental and since is None:
+        # Files that each hold one time range: a later incremental build rewrites only the newest ones.
+        gold_df = gold_df.repartitionByRange(F.col(table.incremental.column))
     gold_df = gold_df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         rows = check_keys(gold_df, name, table.keys)
-        if table.grain:
-            layer, grain_table = table.grain.split(".", 1)
-            grain_rows = ctx.lakehouse.read(layer, grain_table).count()
-            if grain_rows != rows:
-                raise KeyNotUnique(
-                    f"gold.{name}: {rows:,} rows but its grain {table.grain} has {grain_rows:,}; "
-                    "a join fanned out or dropped rows"
-                )
-        written = ctx.lakehouse.write(gold_df, "gold", name, mode="overwrite")
+        if since is None:
+            total = rows
+            check_grain(ctx, name, table, total)
+            written = ctx.lakehouse.write(gold_df, "gold", name, mode="overwrite", options={CHANGE_FEED: "true"})
+            new_rows = int(written.get("numOutputRows", 0))
+        else:
+            total = rows + check_kept_rows(ctx, name, table, gold_df, since)
+            check_grain(ctx, name, table, total)
+            new_rows = replace_since(ctx, name, table, gold_df, since, path)
     finally:
         gold_df.unpersist()
     result = TableResult(
-        "features", f"gold.{name}", records_in=rows, records_out=int(written.get("numOutputRows", 0)), started=started
+        "features", f"gold.{name}", records_in=rows, records_out=new_rows, started=started,
+        detail="full build" if since is None else f"incremental: rows from {micros_to_datetime(since):%Y-%m-%d %H:%M}",
     )
     result.inserted = result.records_out
     result.check_accounting()
     ctx.record(result)
+    record_build(ctx, name, fingerprint, rows=total, mode="full" if since is None else "incremental", since=since)
+    return result
+
+
+NOTHING_CHANGED = "up to date (the inputs' new versions changed no rows)"
+
+
+def incremental_since(
+    ctx: RunContext, table: GoldTable, previous: dict[str, Any], fingerprint: dict[str, Any]
+) -> tuple[int | None, str]:
+    """The earliest changed time (microseconds since the epoch) over the inputs' change feeds since the last
+    build, or None with the reason a full rebuild is needed (or `NOTHING_CHANGED`)."""
+    assert table.incremental is not None
+    for part in ("sql_sha256", "params", "incremental"):
+        if previous.get(part) != fingerprint[part]:
+            return None, f"its {part.replace('_sha256', '')} changed since the last build"
+    earliest: list[int] = []
+    for ref, version in fingerprint["tables"].items():
+        before = previous["tables"].get(ref)
+        if before == version:
+            continue
+        column = table.incremental.inputs.get(ref)
+        if column is None or before is None or version is None or version <= before:
+            return None, f"{ref} changed and is not one of incremental.inputs"
+        layer, input_table = ref.split(".", 1)
+        try:
+            changed = ctx.lakehouse.changes(layer, input_table, before, version).agg(
+                F.unix_micros(F.min(F.col(column))).alias("earliest"),
+                F.count(F.lit(1)).alias("rows"),
+                F.count(F.col(column)).alias("timed"),
+            ).first()
+        except Exception as exc:  # no change feed for those versions (enabled later, or vacuumed)
+            if ctx.lakehouse.enable_change_feed(layer, input_table):
+                log.info("  turned on the change feed of %s: later builds can be incremental", ref)
+            reason = str(exc).splitlines()[0][:80]
+            return None, f"{ref} has no change feed for versions {before + 1}-{version} ({reason})"
+        assert changed is not None
+        if changed["timed"] != changed["rows"]:
+            return None, f"a changed row of {ref} has no {column}"
+        if changed["earliest"] is not None:
+            earliest.append(int(changed["earliest"]))
+    return (min(earliest), "") if earliest else (None, NOTHING_CHANGED)
+
+
+def check_kept_rows(ctx: RunContext, name: str, table: GoldTable, new_df: DataFrame, since: int) -> int:
+    """Rows of `gold.<name>` before `since` (they stay); their keys must not reappear in the new rows."""
+    assert table.incremental is not None
+    kept = ctx.lakehouse.read("gold", name).where(F.col(table.incremental.column) < F.timestamp_micros(F.lit(since)))
+    if not table.keys:
+        return int(kept.count())
+    rebuilt = new_df.select(*table.keys).withColumn("_rebuilt", F.lit(True))  # keys checked unique
+    row = kept.select(*table.keys).join(rebuilt, table.keys, "left").agg(
+        F.count(F.lit(1)).alias("kept"), F.count("_rebuilt").alias("collisions")
+    ).first()
+    assert row is not None
+    if row["collisions"]:
+        raise KeyNotUnique(
+            f"gold.{name}: {row['collisions']:,} key(s) ({', '.join(table.keys)}) of the rebuilt rows are also on "
+            "rows before :since, which stay; the SQL must return every row at or after :since and only those"
+        )
+    return int(row["kept"])
+
+
+def check_grain(ctx: RunContext, name: str, table: GoldTable, rows: int) -> None:
+    """The gold table has one row per row of its grain table."""
+    if not table.grain:
+        return
+    layer, grain_table = table.grain.split(".", 1)
+    grain_rows = ctx.lakehouse.read(layer, grain_table).count()
+    if grain_rows != rows:
+        raise KeyNotUnique(
+            f"gold.{name}: {rows:,} rows but its grain {table.grain} has {grain_rows:,}; "
+            "a join fanned out or dropped rows"
+        )
+
+
+def replace_since(ctx: RunContext, name: str, table: GoldTable, new_df: DataFrame, since: int, path: Any) -> int:
+    """Replace the rows at or after `since` with `new_df` in one commit; the number of rows written."""
+    assert table.incremental is not None
+    condition = f"`{table.incremental.column}` >= timestamp_micros({since})"
+    try:
+        written = ctx.lakehouse.write(new_df, "gold", name, mode="overwrite", options={"replaceWhere": condition})
+    except AnalysisException as exc:
+        if exc.getCondition() == "DELTA_REPLACE_WHERE_MISMATCH":
+            raise ConfigError(
+                f"{path}: returned rows with {table.incremental.column} before :since; an incremental SQL must "
+                "return only the rows at or after :since"
+            ) from None
+        raise
+    # Rows of rewritten files that were kept are counted as output too.
+    return int(written.get("numOutputRows", 0)) - int(written.get("numCopiedRows", 0))
+
+
+def record_build(
+    ctx: RunContext, name: str, fingerprint: dict[str, Any], rows: int | None, mode: str, since: int | None
+) -> None:
     ctx.ops.append("gold_builds", [{
         "table_name": name, "run_id": ctx.run_id, "inputs": json.dumps(fingerprint, sort_keys=True), "rows": rows,
-        "table_version": ctx.lakehouse.version("gold", name), "built_at": now(),
+        "table_version": ctx.lakehouse.version("gold", name), "mode": mode,
+        "since": micros_to_datetime(since).replace(tzinfo=None) if since is not None else None, "built_at": now(),
     }])
-    return result
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def check_keys(df: DataFrame, name: str, keys: list[str]) -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 
@@ -13,6 +12,7 @@ from goldsmith.config.models import LINEAGE_COLUMNS, SourceConfig
 from goldsmith.io.landing import CORRUPT_COLUMN, list_files, read_source
 from goldsmith.io.ops import now
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.jobs.parallel import for_each_table
 from goldsmith.transforms.records import (
     QUARANTINE_COLUMNS,
     csv_malformed_reason,
@@ -22,22 +22,26 @@ from goldsmith.transforms.records import (
 
 
 def run(ctx: RunContext) -> list[TableResult]:
-    """Ingest every source's new files; a file already ingested (same path, size, mtime) is skipped."""
-    results = []
-    for name, source in ctx.config.sources.items():
-        with Timer() as timer:
-            result = ingest_source(ctx, name, source)
-        result.seconds = timer.seconds
-        if result.status != "skipped":
-            ctx.record(result)
-            log.info(
-                "  bronze.%-24s %9s rows  %7s quarantined  (%s, %.1f s)",
-                name, f"{result.records_out:,}", f"{result.quarantined:,}", result.detail, timer.seconds,
-            )
-        else:
-            log.info("  bronze.%-24s %s", name, result.detail)
-        results.append(result)
-    return results
+    """Ingest every source's new files, sources side by side; a file already ingested (same path, size,
+    mtime) is skipped."""
+    # A session per source: observed metrics (below) give a session a member that Java cannot serialise, and
+    # Spark ML's models capture their training session in their closures (Spark 4.1).
+    return for_each_table(ctx, list(ctx.config.sources.items()), ingest_logged, own_session=True)
+
+
+def ingest_logged(ctx: RunContext, name: str, source: SourceConfig) -> TableResult:
+    with Timer() as timer:
+        result = ingest_source(ctx, name, source)
+    result.seconds = timer.seconds
+    if result.status != "skipped":
+        ctx.record(result)
+        log.info(
+            "  bronze.%-24s %9s rows  %7s quarantined  (%s, %.1f s)",
+            name, f"{result.records_out:,}", f"{result.quarantined:,}", result.detail, timer.seconds,
+        )
+    else:
+        log.info("  bronze.%-24s %s", name, result.detail)
+    return result
 
 
 def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResult:
@@ -51,24 +55,25 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
 
     batch_id = f"{ctx.run_id}-{name}"
     raw_df, schema = read_source(ctx.spark, name, source, [f.path for f in new])
-    marked_df = raw_df.transform(with_lineage, batch_id, ctx.started_at).transform(
-        with_malformed_flag, schema
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = marked_df.agg(
-            F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
-        ).first()
-        assert counts is not None
-        good_df = marked_df.where(~F.col("_is_malformed")).select(*schema.fieldNames(), *LINEAGE_COLUMNS)
-        written = ctx.lakehouse.write(good_df, "bronze", name)
-        quarantined: dict[str, str] = {}
-        if counts["malformed"] or not ctx.lakehouse.exists("bronze", f"{name}_quarantine"):
-            bad_df = marked_df.where(F.col("_is_malformed")).transform(
-                to_quarantine_records, source, schema, ctx.run_id, name
-            )
-            quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
-    finally:
-        marked_df.unpersist()
+    marked_df = raw_df.transform(with_lineage, batch_id, ctx.started_at).transform(with_malformed_flag, schema)
+    # One pass over the files: the good records are written while the same scan counts every record and the
+    # malformed ones (Spark's observed metrics). Only a batch with malformed records is read a second time,
+    # for its quarantine rows; the count check below holds the two passes to the same total.
+    observation = Observation(f"ingest-{batch_id}")
+    observed_df = marked_df.observe(
+        observation, F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
+    )
+    good_df = observed_df.where(~F.col("_is_malformed")).select(*schema.fieldNames(), *LINEAGE_COLUMNS)
+    written = ctx.lakehouse.write(good_df, "bronze", name)
+    counts = observed(observation) or marked_df.agg(
+        F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
+    ).first().asDict()  # type: ignore[union-attr]
+    quarantined: dict[str, str] = {}
+    bad_df = marked_df.where(F.col("_is_malformed")).transform(to_quarantine_records, source, schema, ctx.run_id, name)
+    if counts["malformed"]:
+        quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
+    elif not ctx.lakehouse.exists("bronze", f"{name}_quarantine"):
+        ctx.lakehouse.write(bad_df.limit(0), "bronze", f"{name}_quarantine", metrics=False)  # empty, no scan
 
     result = TableResult(
         "ingest", f"bronze.{name}", records_in=int(counts["records"]),
@@ -84,6 +89,15 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
         "run_id": ctx.run_id, "ingested_at": now(),
     } for f in new])
     return result
+
+
+def observed(observation: Observation) -> dict[str, int] | None:
+    """The observation's metrics, or None where the write path did not report them (a catalog table's
+    `saveAsTable` runs the query in a command of its own): the caller counts in a second pass then."""
+    try:
+        return observation.get or None
+    except Exception:  # pyspark raises an assertion from the JVM for an observation that saw no query
+        return None
 
 
 def with_lineage(df: DataFrame, batch_id: str, ingested_at: datetime) -> DataFrame:

@@ -10,7 +10,9 @@ from pyspark.sql import functions as F
 
 from goldsmith.config.models import LINEAGE_COLUMNS, Expectation, SilverTable
 from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed
+from goldsmith.io.lakehouse import CHANGE_FEED
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.jobs.parallel import for_each_table
 from goldsmith.quality.expectations import (
     any_of,
     failed_rule_names,
@@ -26,25 +28,27 @@ INTERNAL_COLUMNS = ("_dropped", "_duplicate")
 
 
 def run(ctx: RunContext) -> list[TableResult]:
-    """Refine every silver table from the bronze batches it has not merged yet."""
-    results = []
-    for name, table in ctx.config.silver.items():
-        with Timer() as timer:
-            result = refine_table(ctx, name, table)
-        result.seconds = timer.seconds
-        if result.status == "skipped":
-            log.info("  silver.%-24s %s", name, result.detail)
-        else:
-            log.info(
-                "  silver.%-24s %9s in  %9s merged (%s new, %s updated)  %7s quarantined  %6s duplicates  (%.1f s)",
-                name, f"{result.records_in:,}", f"{result.records_out:,}", f"{result.inserted:,}",
-                f"{result.updated:,}", f"{result.quarantined:,}", f"{result.duplicates:,}", timer.seconds,
-            )
-            for rule, count in result.rule_violations.items():
-                if count:
-                    log.warning("    expectation %s: %s row(s) failed", rule, f"{count:,}")
-        results.append(result)
-    return results
+    """Refine every silver table from the bronze batches it has not merged yet, tables side by side (each
+    in a session of its own: every table's SQL reads its own `bronze_batch` view)."""
+    return for_each_table(ctx, list(ctx.config.silver.items()), refine_logged, own_session=True)
+
+
+def refine_logged(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
+    with Timer() as timer:
+        result = refine_table(ctx, name, table)
+    result.seconds = timer.seconds
+    if result.status == "skipped":
+        log.info("  silver.%-24s %s", name, result.detail)
+    else:
+        log.info(
+            "  silver.%-24s %9s in  %9s merged (%s new, %s updated)  %7s quarantined  %6s duplicates  (%.1f s)",
+            name, f"{result.records_in:,}", f"{result.records_out:,}", f"{result.inserted:,}",
+            f"{result.updated:,}", f"{result.quarantined:,}", f"{result.duplicates:,}", timer.seconds,
+        )
+        for rule, count in result.rule_violations.items():
+            if count:
+                log.warning("    expectation %s: %s row(s) failed", rule, f"{count:,}")
+    return result
 
 
 def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
@@ -146,7 +150,7 @@ def _check_and_merge(
         result.inserted = int(merged.get("numTargetRowsInserted", 0))
         result.updated = int(merged.get("numTargetRowsUpdated", 0))
     else:  # the first batch creates the table: a plain write, no MERGE needed
-        written = lakehouse.write(rows_df, "silver", name, mode="append")
+        written = lakehouse.write(rows_df, "silver", name, mode="append", options={CHANGE_FEED: "true"})
         result.records_out = result.inserted = int(written.get("numOutputRows", 0))
     result.check_accounting()
     ctx.record(result)

@@ -9,11 +9,20 @@
 --     conservative bound on the landing time; cancelled and diverted flights have no delay outcome.
 -- Label: is_delayed = arrival delay >= :delay_threshold_minutes; null for cancelled and diverted flights,
 -- which stay in the table flagged by is_cancelled / is_diverted.
+--
+-- Incremental (gold.flight_features.incremental in flights.yml): the query returns the flights scheduled at
+-- or after :since, computed exactly as a full build computes them (a full build passes 0001-01-01). Being
+-- point in time is what makes this safe: a flight or weather row at time t only affects flights at or after t.
 with flights as (
     select
         concat_ws('-', year, month, day, carrier, flight, origin) as flight_id,
         *
     from silver.flights
+),
+
+-- The flights this build returns rows for.
+target_flights as (
+    select * from flights where sched_dep_at >= :since
 ),
 
 weather as (
@@ -44,24 +53,39 @@ outcomes as (
     from flights
 ),
 
+-- Outcomes known before :since, per route and per carrier: where the running counts below start from.
+route_base as (
+    select origin, dest, count(*) as base_flights, sum(cast(is_delayed as int)) as base_delayed
+    from outcomes
+    where is_delayed is not null and outcome_known_at < :since
+    group by origin, dest
+),
+
+carrier_base as (
+    select carrier, count(*) as base_flights, sum(cast(is_delayed as int)) as base_delayed
+    from outcomes
+    where is_delayed is not null and outcome_known_at < :since
+    group by carrier
+),
+
 -- Each flight is a "query" event at its scheduled departure; each known outcome is an event at the time
 -- it became known. Running sums over the events in time order give, at each query, the outcomes known
--- strictly before it (queries sort first at equal times).
+-- strictly before it (queries sort first at equal times), on top of the base counts.
 events as (
     select flight_id, origin, dest, carrier, sched_dep_at as event_at, 0 as event_order,
            0 as outcome_count, 0 as delayed_count
-    from flights
+    from target_flights
     union all
     select null, origin, dest, carrier, outcome_known_at, 1, 1, cast(is_delayed as int)
     from outcomes
-    where is_delayed is not null
+    where is_delayed is not null and outcome_known_at >= :since
 ),
 
 route_history as (
     select
         flight_id,
-        sum(outcome_count) over route_window as route_prior_flights,
-        sum(delayed_count) over route_window as route_prior_delayed
+        sum(outcome_count) over route_window as route_new_flights,
+        sum(delayed_count) over route_window as route_new_delayed
     from events
     window route_window as (
         partition by origin, dest order by event_at, event_order
@@ -72,8 +96,8 @@ route_history as (
 carrier_history as (
     select
         flight_id,
-        sum(outcome_count) over carrier_window as carrier_prior_flights,
-        sum(delayed_count) over carrier_window as carrier_prior_delayed
+        sum(outcome_count) over carrier_window as carrier_new_flights,
+        sum(delayed_count) over carrier_window as carrier_new_delayed
     from events
     window carrier_window as (
         partition by carrier order by event_at, event_order
@@ -89,7 +113,7 @@ flight_hours as (
         f.flight_id,
         f.origin,
         f.sched_dep_hour_at - make_interval(0, 0, 0, 0, hours_before, 0, 0) as candidate_hour_at
-    from flights as f
+    from target_flights as f
     lateral view explode(sequence(1, :weather_lookback_hours)) lookback as hours_before
 ),
 
@@ -144,18 +168,22 @@ final as (
         w.precip_inches,
         w.pressure_mb,
         w.visibility_miles,
-        r.route_prior_flights,
-        r.route_prior_delayed / nullif(r.route_prior_flights, 0) as route_delay_rate,
-        c.carrier_prior_flights,
-        c.carrier_prior_delayed / nullif(c.carrier_prior_flights, 0) as carrier_delay_rate,
+        coalesce(rb.base_flights, 0) + r.route_new_flights as route_prior_flights,
+        (coalesce(rb.base_delayed, 0) + r.route_new_delayed)
+            / nullif(coalesce(rb.base_flights, 0) + r.route_new_flights, 0) as route_delay_rate,
+        coalesce(cb.base_flights, 0) + c.carrier_new_flights as carrier_prior_flights,
+        (coalesce(cb.base_delayed, 0) + c.carrier_new_delayed)
+            / nullif(coalesce(cb.base_flights, 0) + c.carrier_new_flights, 0) as carrier_delay_rate,
         f.is_cancelled,
         f.is_diverted,
         o.is_delayed
-    from flights as f
+    from target_flights as f
     left join latest_weather as w on w.flight_id = f.flight_id
     left join planes as p on p.tailnum = f.tailnum
     left join route_history as r on r.flight_id = f.flight_id
+    left join route_base as rb on rb.origin = f.origin and rb.dest = f.dest
     left join carrier_history as c on c.flight_id = f.flight_id
+    left join carrier_base as cb on cb.carrier = f.carrier
     left join outcomes as o on o.flight_id = f.flight_id
 )
 

@@ -1,0 +1,85 @@
+"""The tables of one stage side by side in one Spark application.
+
+A small table's ingest or refine is mostly driver work (planning, Delta log reads and commits) and leaves the
+cores idle; run beside a big table's scan, it costs almost nothing. Each table's jobs go to their own fair
+scheduler pool (`spark.scheduler.mode=FAIR`), so a small table's few tasks do not queue behind a big table's
+hundreds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from pyspark.sql import SparkSession
+
+from goldsmith.jobs.context import RunContext
+from goldsmith.transforms.text import register_sql_functions
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# At most this many tables at once (`GOLDSMITH_TABLES_IN_PARALLEL=1` runs them one by one).
+DEFAULT_TABLES_IN_PARALLEL = 4
+
+
+def tables_in_parallel() -> int:
+    value = os.environ.get("GOLDSMITH_TABLES_IN_PARALLEL", "")
+    return max(1, int(value)) if value.isdigit() else DEFAULT_TABLES_IN_PARALLEL
+
+
+def for_each_table(
+    ctx: RunContext, items: Sequence[tuple[str, T]], work: Callable[[RunContext, str, T], R],
+    own_session: bool = False,
+) -> list[R]:
+    """`work(ctx, name, item)` for every item, in threads; results in the items' order.
+
+    `own_session`: each table gets a session of its own (same application, same settings) for its temporary
+    views and observed metrics. Every table runs to its end; then the first failure, in the items' order, is
+    raised.
+    """
+    workers = min(tables_in_parallel(), len(items))
+    if workers <= 1:
+        return [work(session_context(ctx) if own_session else ctx, name, item) for name, item in items]
+
+    def call(name: str, item: T) -> R:
+        table_ctx = session_context(ctx) if own_session else ctx
+        table_ctx.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
+        try:
+            return work(table_ctx, name, item)
+        finally:
+            table_ctx.spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="goldsmith-table") as pool:
+        futures = [pool.submit(call, name, item) for name, item in items]
+    results: list[R] = []
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+        results.append(future.result())
+    return results
+
+
+def session_context(ctx: RunContext) -> RunContext:
+    """A copy of `ctx` on a new session of the same application: its own temporary views, the same settings,
+    SQL functions and catalog, and the same results and ops log as `ctx`."""
+    session = new_session(ctx.spark)
+    lakehouse = dataclasses.replace(ctx.lakehouse, spark=session, _registered=ctx.lakehouse._registered)
+    copy = dataclasses.replace(ctx, spark=session, lakehouse=lakehouse)
+    copy.ops = ctx.ops  # one ops log: its appends are serialised, its cache shared
+    copy._pending = ctx._pending
+    copy.results = ctx.results
+    return copy
+
+
+def new_session(spark: SparkSession) -> SparkSession:
+    session = spark.newSession()
+    for key, value in spark.conf.getAll.items():
+        if session.conf.isModifiable(key) and session.conf.get(key, None) != value:
+            session.conf.set(key, value)
+    register_sql_functions(session)
+    return session

