@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from bench_pandas import CHECKSUMS  # the names in order (this script's folder is on sys.path)
 
 COLUMNS = {
     "flights": "year INT, month INT, day INT, dep_time INT, sched_dep_time INT, dep_delay DOUBLE, arr_time INT, "
@@ -159,8 +160,7 @@ def main(landing: Path, out: Path) -> dict[str, object]:
                sum(cast(coalesce(is_delayed, false) as integer)), sum(plane_age_years)
         from gold_flight_features""").fetchone()
     assert row is not None
-    names = ("rows", "route_prior_flights", "carrier_prior_flights", "with_weather", "delayed", "plane_age_sum")
-    timings["checksums"] = {k: float(v or 0) for k, v in zip(names, row, strict=True)}
+    timings["checksums"] = {k: float(v or 0) for k, v in zip(CHECKSUMS, row, strict=True)}
     con.close()
     return timings
 

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench_pandas import CHECKSUMS  # the names in order (this script's folder is on sys.path)
 from pyspark.sql import functions as F
 
 from goldsmith.session import build_session  # the same session settings and Delta jars as goldsmith's runs
@@ -73,8 +74,7 @@ def main(landing: Path, root: Path) -> dict[str, object]:
         F.count(F.lit(1)), F.sum("route_prior_flights"), F.sum("carrier_prior_flights"), F.count("temp_f"),
         F.sum(F.coalesce(F.col("is_delayed"), F.lit(False)).cast("int")), F.sum("plane_age_years"),
     ).first()
-    names = ("rows", "route_prior_flights", "carrier_prior_flights", "with_weather", "delayed", "plane_age_sum")
-    timings["checksums"] = {k: float(v or 0) for k, v in zip(names, row, strict=True)}  # type: ignore[arg-type]
+    timings["checksums"] = {k: float(v or 0) for k, v in zip(CHECKSUMS, row, strict=True)}  # type: ignore[arg-type]
     spark.stop()
     return timings
 

@@ -164,13 +164,15 @@ def features(silver: dict[str, pd.DataFrame], out: Path) -> pd.DataFrame:
     return gold
 
 
+# The gold-table aggregates scripts/bench.py compares across implementations, in this order.
+CHECKSUMS = ("rows", "route_prior_flights", "carrier_prior_flights", "with_weather", "delayed", "plane_age_sum")
+
+
 def checksums(gold: pd.DataFrame) -> dict[str, float]:
-    """The aggregates scripts/bench.py compares across implementations."""
-    return {"rows": float(len(gold)), "route_prior_flights": float(gold["route_prior_flights"].sum()),
-            "carrier_prior_flights": float(gold["carrier_prior_flights"].sum()),
-            "with_weather": float(gold["temp_f"].notna().sum()),
-            "delayed": float(gold["is_delayed"].fillna(False).astype(int).sum()),
-            "plane_age_sum": float(gold["plane_age_years"].sum())}
+    values = (len(gold), gold["route_prior_flights"].sum(), gold["carrier_prior_flights"].sum(),
+              gold["temp_f"].notna().sum(), gold["is_delayed"].fillna(False).astype(int).sum(),
+              gold["plane_age_years"].sum())
+    return {k: float(v) for k, v in zip(CHECKSUMS, values, strict=True)}
 
 
 def train_and_score(gold: pd.DataFrame, out: Path) -> dict[str, float]:

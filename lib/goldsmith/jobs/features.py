@@ -153,8 +153,10 @@ def incremental_since(
         if before == version:
             continue
         column = table.incremental.inputs.get(ref)
-        if column is None or before is None or version is None or version <= before:
+        if column is None:
             return None, f"{ref} changed and is not one of incremental.inputs"
+        if before is None or version is None or version <= before:
+            return None, f"{ref} is at version {version}, not after the last build's {before}"
         layer, input_table = ref.split(".", 1)
         try:
             changed = ctx.lakehouse.changes(layer, input_table, before, version).agg(

@@ -59,15 +59,13 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     # One pass over the files: the good records are written while the same scan counts every record and the
     # malformed ones (Spark's observed metrics). Only a batch with malformed records is read a second time,
     # for its quarantine rows; the count check below holds the two passes to the same total.
+    tally = [F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")]
     observation = Observation(f"ingest-{batch_id}")
-    observed_df = marked_df.observe(
-        observation, F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
+    good_df = marked_df.observe(observation, *tally).where(~F.col("_is_malformed")).select(
+        *schema.fieldNames(), *LINEAGE_COLUMNS
     )
-    good_df = observed_df.where(~F.col("_is_malformed")).select(*schema.fieldNames(), *LINEAGE_COLUMNS)
     written = ctx.lakehouse.write(good_df, "bronze", name)
-    counts = observed(observation) or marked_df.agg(
-        F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")
-    ).first().asDict()  # type: ignore[union-attr]
+    counts = observed(observation) or marked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     quarantined: dict[str, str] = {}
     bad_df = marked_df.where(F.col("_is_malformed")).transform(to_quarantine_records, source, schema, ctx.run_id, name)
     if counts["malformed"]:

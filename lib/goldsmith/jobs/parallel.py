@@ -69,10 +69,8 @@ def session_context(ctx: RunContext) -> RunContext:
     SQL functions and catalog, and the same results and ops log as `ctx`."""
     session = new_session(ctx.spark)
     lakehouse = dataclasses.replace(ctx.lakehouse, spark=session, _registered=ctx.lakehouse._registered)
-    copy = dataclasses.replace(ctx, spark=session, lakehouse=lakehouse)
-    copy.ops = ctx.ops  # one ops log: its appends are serialised, its cache shared
-    copy._pending = ctx._pending
-    copy.results = ctx.results
+    copy = dataclasses.replace(ctx, spark=session, lakehouse=lakehouse)  # the same results and pending lists
+    copy.ops = ctx.ops  # one ops log (not an init field): its appends are serialised, its cache shared
     return copy
 
 
