@@ -233,8 +233,8 @@ def bench_scale(args: argparse.Namespace, scale: int, repeats: int, micro: bool)
         fits = [script_result("bench_many_models.py", last)[1] for _ in range(repeats)]
         out["many_models"] = {"groups": fits[0]["groups"], "rows": fits[0]["rows"],
                               **{k: summary([f[k] for f in fits]) for k in
-                                 ("spark_seconds", "loop_seconds", "loop_one_thread_seconds", "speedup",
-                                  "speedup_one_thread")}}
+                                 ("spark_first_seconds", "spark_seconds", "loop_seconds", "loop_one_thread_seconds",
+                                  "speedup", "speedup_first", "speedup_one_thread")}}
         print(f"bench: SF{scale} batch scoring, {repeats} runs", file=sys.stderr, flush=True)
         scored = [script_result("bench_scoring.py", last)[1] for _ in range(repeats)]
         out["scoring"] = {"rows": scored[0]["rows"], **{k: summary([s[k] for s in scored]) for k in
@@ -286,9 +286,13 @@ def table(results: dict[int, dict[str, Any]]) -> str:
         ("**incremental +1% / full** (target <= 0.20 at SF10)", lambda r: (
             f"**{r['incremental']['ratio_to_full']:.2f}** ({r['incremental']['wall_s']:.1f} s: " + ", ".join(
                 f"{k} {v:.1f}" for k, v in r["incremental"]["stages_s"].items()) + ")")),
-        ("**many models: loop / sklearn-udf** (89 groups; target >= 1.6)", lambda r: (
-            f"**{r['many_models']['speedup']['median']:.2f}x** ({r['many_models']['loop_seconds']['median']:.1f} s "
-            f"vs {r['many_models']['spark_seconds']['median']:.1f} s)" if "many_models" in r else "-")),
+        ("**many models: loop / sklearn-udf** (a model per destination; target >= 1.6)", lambda r: (
+            f"**{r['many_models']['speedup']['median']:.2f}x** ({r['many_models']['groups']} groups: "
+            f"{r['many_models']['loop_seconds']['median']:.1f} s vs {r['many_models']['spark_seconds']['median']:.1f} s)"
+            if "many_models" in r else "-")),
+        ("... the first fit of an application (Python workers start)", lambda r: (
+            f"{r['many_models']['speedup_first']['median']:.2f}x "
+            f"({r['many_models']['spark_first_seconds']['median']:.1f} s)" if "many_models" in r else "-")),
         ("... against a one-thread loop", lambda r: (
             f"{r['many_models']['speedup_one_thread']['median']:.2f}x "
             f"({r['many_models']['loop_one_thread_seconds']['median']:.1f} s)" if "many_models" in r else "-")),

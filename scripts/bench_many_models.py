@@ -2,7 +2,9 @@
 goldsmith's sklearn-udf `group_by` backend fits them (Spark `applyInPandas`, one fit per task, one thread
 each) against the loop a user would write (the same fits one after another in one process, with sklearn's
 own threads, and again with one thread per fit). Both fit the same rows with the same parameters; the report
-compares wall times.
+compares wall times. The Spark fits run twice in one application: the first pays for the Python workers (start,
+import scikit-learn: ~4 s on 2 cores), the second is what every later fit of the application (the next candidate,
+the next training run of a long-lived session) costs.
 
     .venv/bin/python scripts/bench_many_models.py ROOT   # ROOT: a lakehouse with gold.flight_features
 """
@@ -55,10 +57,13 @@ def main(root: str) -> dict[str, object]:
         return pd.DataFrame([fit_group(pdf, threads=1)])
 
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or "8")
-    started = time.perf_counter()
-    spark_rows = (data.repartition(partitions, GROUP).groupBy(GROUP)
-                  .applyInPandas(fit, "group string, rows long, iterations int").collect())
-    spark_seconds = time.perf_counter() - started
+    spark_runs: list[float] = []
+    for _ in range(2):  # first in a new application (Python workers start, import scikit-learn), then again
+        started = time.perf_counter()
+        spark_rows = (data.repartition(partitions, GROUP).groupBy(GROUP)
+                      .applyInPandas(fit, "group string, rows long, iterations int").collect())
+        spark_runs.append(time.perf_counter() - started)
+    spark_first_seconds, spark_seconds = spark_runs
 
     local = data.toPandas()  # the loop's input, collected outside its timing (a loop needs it in memory)
     spark.stop()
@@ -69,8 +74,9 @@ def main(root: str) -> dict[str, object]:
         loop_seconds[threads] = time.perf_counter() - started
         assert sorted((str(r["group"]), int(r["rows"])) for r in loop_rows) == \
             sorted((str(r["group"]), int(r["rows"])) for r in spark_rows), "the two paths fitted different groups"
-    return {"groups": groups, "rows": rows, "spark_seconds": spark_seconds, "loop_seconds": loop_seconds[None],
-            "loop_one_thread_seconds": loop_seconds[1], "speedup": loop_seconds[None] / spark_seconds,
+    return {"groups": groups, "rows": rows, "spark_first_seconds": spark_first_seconds, "spark_seconds": spark_seconds,
+            "loop_seconds": loop_seconds[None], "loop_one_thread_seconds": loop_seconds[1],
+            "speedup": loop_seconds[None] / spark_seconds, "speedup_first": loop_seconds[None] / spark_first_seconds,
             "speedup_one_thread": loop_seconds[1] / spark_seconds}
 
 

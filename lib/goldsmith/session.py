@@ -99,6 +99,9 @@ def build_session(
     if not submitted:
         # Python workers must run this interpreter (the virtualenv's), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if _same_interpreter(os.environ["PYSPARK_PYTHON"]):
+            # goldsmith is importable where the workers run: its daemon saves ~120 ms per Python task.
+            settings.setdefault("spark.python.daemon.module", "goldsmith.spark_daemon")
         builder = builder.master(master or "local[*]")
         all_jars = [*delta_jars(), *jars]
         if all_jars:
@@ -111,6 +114,15 @@ def build_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("GOLDSMITH_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def _same_interpreter(python: str) -> bool:
+    """True when `python` (a path or a name on PATH) is the interpreter running goldsmith (a virtualenv's
+    `bin/python` counts as its own: it resolves to the base interpreter but sees other packages)."""
+    import shutil
+
+    found = shutil.which(python)
+    return found is not None and os.path.abspath(found) == os.path.abspath(sys.executable)
 
 
 def _launched_by_spark_submit() -> bool:
