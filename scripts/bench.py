@@ -288,7 +288,8 @@ def table(results: dict[int, dict[str, Any]]) -> str:
                 f"{k} {v:.1f}" for k, v in r["incremental"]["stages_s"].items()) + ")")),
         ("**many models: loop / sklearn-udf** (a model per destination; target >= 1.6)", lambda r: (
             f"**{r['many_models']['speedup']['median']:.2f}x** ({r['many_models']['groups']} groups: "
-            f"{r['many_models']['loop_seconds']['median']:.1f} s vs {r['many_models']['spark_seconds']['median']:.1f} s)"
+            f"{r['many_models']['loop_seconds']['median']:.1f} s vs "
+            f"{r['many_models']['spark_seconds']['median']:.1f} s)"
             if "many_models" in r else "-")),
         ("... the first fit of an application (Python workers start)", lambda r: (
             f"{r['many_models']['speedup_first']['median']:.2f}x "

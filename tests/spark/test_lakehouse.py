@@ -25,3 +25,21 @@ def test_attaching_another_root_repoints_names_and_keeps_data(spark: SparkSessio
     Lakehouse(spark, str(tmp_path / "b")).attach()
     assert spark.sql("select count(*) from gold.t").first()[0] == 5
     assert spark.read.format("delta").load(str(tmp_path / "a" / "gold" / "t")).count() == 2
+
+
+def test_version_and_commit_metrics_read_from_the_log_match_delta_history(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from delta.tables import DeltaTable
+
+    lakehouse = Lakehouse(spark, str(tmp_path))
+    assert lakehouse.version("silver", "t") is None and lakehouse.last_commit_metrics("silver", "t") == {}
+    assert lakehouse.write(spark.range(7), "silver", "t")["numOutputRows"] == "7"
+    lakehouse.write(spark.range(5, 12), "silver", "t", mode="overwrite")
+    (DeltaTable.forPath(spark, lakehouse.path("silver", "t")).alias("t")
+     .merge(spark.range(10, 14).alias("s"), "t.id = s.id").whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    history = DeltaTable.forPath(spark, lakehouse.path("silver", "t")).history(1).first()
+    assert lakehouse.version("silver", "t") == history["version"] == 2
+    metrics = lakehouse.last_commit_metrics("silver", "t")
+    assert metrics == dict(history["operationMetrics"])
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"]) == ("2", "2")

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import AccountingError, ExpectationFailed, StageFailed
+from goldsmith.errors import AccountingError, ExpectationFailed, KeyNotUnique, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.jobs.pipeline import run_pipeline
 
@@ -250,3 +250,31 @@ def test_gold_is_rebuilt_when_its_sql_changes(spark: SparkSession, tmp_path: Pat
     ctx = run_pipeline(config, spark=spark, stages=["features"])
     assert [r.status for r in ctx.results] == ["ok"]
     assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 50
+
+
+def test_gold_keys_that_repeat_undo_the_build(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    ctx = run_pipeline(config, spark=spark)
+    good_version = ctx.lakehouse.version("gold", "totals")
+    good = sorted(tuple(r) for r in spark.sql("select name, total_qty from gold.totals").collect())
+    # Every item twice: each name repeats, so the key check on the written table fails.
+    (tmp_path / "sql" / "totals.sql").write_text(
+        "select name, qty as total_qty, 1 as items from silver.items union all "
+        "select name, qty as total_qty, 1 as items from silver.items"
+    )
+    with pytest.raises(KeyNotUnique, match=r"gold.totals: keys \(name\) repeat: 6 rows, 3 distinct keys.*undone"):
+        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["features"])
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    assert lakehouse.version("gold", "totals") == good_version + 2  # the bad overwrite, then its restore
+    assert sorted(tuple(r) for r in lakehouse.read("gold", "totals").select("name", "total_qty").collect()) == good
+
+
+def test_a_first_gold_build_that_fails_its_check_leaves_no_table(spark: SparkSession, tmp_path: Path) -> None:
+    write_pipeline(tmp_path)
+    (tmp_path / "sql" / "totals.sql").write_text("select name, qty as total_qty, 1 as items from silver.items")
+    land(tmp_path, "a.csv", GOOD + "4,apple,1,2024-01-01T00:00:00Z\n")  # APPLE twice
+    with pytest.raises(KeyNotUnique, match=r"keys \(name\) repeat: 4 rows, 3 distinct keys"):
+        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark)
+    assert not (tmp_path / "lake" / "gold" / "totals").exists()
+    assert not spark.catalog.tableExists("gold.totals")
