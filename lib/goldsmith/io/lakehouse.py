@@ -162,9 +162,7 @@ class Lakehouse:
     def version(self, layer: str, table: str) -> int | None:
         """The table's latest Delta version, or None when it does not exist."""
         if self.catalog:
-            if not self.exists(layer, table):
-                return None
-            row = self.delta_table(layer, table).history(1).select("version").first()
+            row = self._last_history_row(layer, table)
             return int(row["version"]) if row else None
         latest = self._latest_commit_file(layer, table)
         return latest[0] if latest else None
@@ -235,13 +233,14 @@ class Lakehouse:
     def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:
         """`operationMetrics` of the table's latest commit (row counts written, as Delta recorded them)."""
         if self.catalog:
-            row = self.delta_table(layer, table).history(1).select("operationMetrics").first()
+            row = self._last_history_row(layer, table)
             return dict(row["operationMetrics"] or {}) if row else {}
         latest = self._latest_commit_file(layer, table)
         if latest is None:
             return {}
         jvm: Any = self.spark.sparkContext._jvm
-        stream = latest[1].open(latest[2])
+        path = latest[1]
+        stream = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).open(path)
         try:
             text = str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
         finally:
@@ -252,23 +251,26 @@ class Lakehouse:
                 return {str(k): str(v) for k, v in metrics.items()}
         return {}
 
-    def _latest_commit_file(self, layer: str, table: str) -> tuple[int, Any, Any] | None:
-        """(version, file system, path) of the table's newest commit file in `_delta_log`, or None.
+    def _last_history_row(self, layer: str, table: str) -> Any:
+        """A catalog table's newest `DESCRIBE HISTORY` row (the catalog keeps the commits), or None."""
+        if not self.exists(layer, table):
+            return None
+        return self.delta_table(layer, table).history(1).select("version", "operationMetrics").first()
+
+    def _latest_commit_file(self, layer: str, table: str) -> tuple[int, Any] | None:
+        """(version, Hadoop path) of a path table's newest commit file in `_delta_log`, or None.
 
         Read from the log itself: `DeltaTable.history` runs a Spark job per call (0.3-1.5 s each on 2 cores,
         18 calls in a flights ETL), a listing of the log folder takes milliseconds. A path table's commits are
-        files named by version (the catalog keeps its own: there `history` is used)."""
+        files named by version (a catalog keeps its own: there `history` is used)."""
         jvm: Any = self.spark.sparkContext._jvm
         log_path = jvm.org.apache.hadoop.fs.Path(f"{self.path(layer, table)}/_delta_log")
         fs = log_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
         if not fs.exists(log_path):
             return None
-        versions = []
+        commits = []
         for status in fs.listStatus(log_path):
             name = str(status.getPath().getName())
             if name.endswith(".json") and name[:-5].isdigit():
-                versions.append(int(name[:-5]))
-        if not versions:
-            return None
-        latest = max(versions)
-        return latest, fs, jvm.org.apache.hadoop.fs.Path(log_path, f"{latest:020d}.json")
+                commits.append((int(name[:-5]), status.getPath()))
+        return max(commits, key=lambda c: c[0]) if commits else None

@@ -113,9 +113,9 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
     previous_version = ctx.lakehouse.version("gold", name)
     if since is None:
         written = ctx.lakehouse.write(gold_df, "gold", name, mode="overwrite", options={CHANGE_FEED: "true"})
-        rows = new_rows = int(written.get("numOutputRows", 0))
+        new_rows = int(written.get("numOutputRows", 0))
     else:
-        rows = new_rows = replace_since(ctx, name, table, gold_df, since, path)
+        new_rows = replace_since(ctx, name, table, gold_df, since, path)
     try:
         total = check_keys(ctx.lakehouse.read("gold", name).select(*table.keys), name, table.keys,
                            incremental=since is not None)
@@ -124,7 +124,7 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
         ctx.lakehouse.undo_commit("gold", name, previous_version)
         raise
     result = TableResult(
-        "features", f"gold.{name}", records_in=rows, records_out=new_rows, started=started,
+        "features", f"gold.{name}", records_in=new_rows, records_out=new_rows, started=started,
         detail="full build" if since is None else f"incremental: rows from {micros_to_datetime(since):%Y-%m-%d %H:%M}",
     )
     result.inserted = result.records_out
