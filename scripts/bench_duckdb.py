@@ -66,12 +66,13 @@ SILVER_WHERE = {
 GOLD = """
 create or replace table gold_flight_features as
 with flights as (
-    select concat_ws('-', year, month, day, carrier, flight, origin) as flight_id, * from silver_flights
+    select concat_ws('-', year, month, day, carrier, flight, origin) as flight_id, *,
+           case when is_cancelled or arr_delay_minutes is null then null else arr_delay_minutes >= 15 end
+               as is_delayed
+    from silver_flights
 ),
 outcomes as (
-    select flight_id, origin, dest, carrier,
-           case when is_cancelled or arr_delay_minutes is null then null else arr_delay_minutes >= 15 end
-               as is_delayed,
+    select origin, dest, carrier, is_delayed,
            sched_dep_at + to_minutes(cast(greatest(coalesce(dep_delay_minutes, 0), 0)
                                           + coalesce(air_time_minutes, 0) + 120 as integer)) as outcome_known_at
     from flights
@@ -115,13 +116,12 @@ select f.flight_id, f.year, f.month, f.day, f.carrier, f.flight, f.origin, f.des
        w.pressure_mb, w.visibility_miles, r.route_prior_flights,
        r.route_prior_delayed / nullif(r.route_prior_flights, 0) as route_delay_rate, c.carrier_prior_flights,
        c.carrier_prior_delayed / nullif(c.carrier_prior_flights, 0) as carrier_delay_rate, f.is_cancelled,
-       f.is_diverted, o.is_delayed
+       f.is_diverted, f.is_delayed
 from flights as f
 left join latest_weather as w on w.flight_id = f.flight_id
 left join silver_planes as p on p.tailnum = f.tailnum
 left join route_history as r on r.flight_id = f.flight_id
 left join carrier_history as c on c.flight_id = f.flight_id
-left join outcomes as o on o.flight_id = f.flight_id
 """
 
 

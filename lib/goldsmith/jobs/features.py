@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import reduce
 from datetime import UTC, datetime, timedelta
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
@@ -117,8 +118,12 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
     else:
         new_rows = replace_since(ctx, name, table, gold_df, since, path)
     try:
-        total = check_keys(ctx.lakehouse.read("gold", name).select(*table.keys), name, table.keys,
-                           incremental=since is not None)
+        built = ctx.lakehouse.read("gold", name)
+        if since is None:
+            total = check_keys(built.select(*table.keys), name, table.keys)
+        else:
+            assert table.incremental is not None
+            total = check_rebuilt_keys(built, name, table.keys, table.incremental.column, since, new_rows)
         check_grain(ctx, name, table, total)
     except KeyNotUnique:
         ctx.lakehouse.undo_commit("gold", name, previous_version)
@@ -220,7 +225,7 @@ def micros_to_datetime(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
-def check_keys(df: DataFrame, name: str, keys: list[str], incremental: bool = False) -> int:
+def check_keys(df: DataFrame, name: str, keys: list[str], what: str = "") -> int:
     """Row count of `df` (the table's key columns); raise `KeyNotUnique` when `keys` repeat (one pass)."""
     if not keys:
         return int(df.count())
@@ -230,10 +235,37 @@ def check_keys(df: DataFrame, name: str, keys: list[str], incremental: bool = Fa
     assert row is not None
     rows, distinct = int(row["rows"]), int(row["distinct_keys"])
     if rows != distinct:
-        hint = (" (an incremental SQL must return every row at or after :since and only those: a key of a rebuilt "
-                "row may also be on a row before :since, which stays)" if incremental else "")
         raise KeyNotUnique(
-            f"gold.{name}: keys ({', '.join(keys)}) repeat: {rows:,} rows, {distinct:,} distinct keys{hint}; "
+            f"gold.{name}: keys ({', '.join(keys)}) repeat{what}: {rows:,} rows, {distinct:,} distinct keys; "
             "the build was undone"
         )
     return rows
+
+
+# A rebuilt part of at most this many rows is broadcast against the kept rows' keys (no shuffle of the table).
+BROADCAST_REBUILT_ROWS = 2_000_000
+
+
+def check_rebuilt_keys(df: DataFrame, name: str, keys: list[str], column: str, since: int, rebuilt: int) -> int:
+    """Row count of the table `df` after an incremental build; raise `KeyNotUnique` when a key repeats among
+    the rebuilt rows (`column` at or after `since`) or is also on a kept row.
+
+    The kept rows were unique when they were built, so only the rebuilt part is counted; it is then matched
+    against the kept rows' keys, broadcast when small: a scan of the key columns, not a distinct count of the
+    whole table."""
+    if not keys:
+        return int(df.count())
+    is_rebuilt = F.coalesce(F.col(column) >= F.timestamp_micros(F.lit(since)), F.lit(False))
+    rebuilt_df = df.where(is_rebuilt).select(*keys)
+    check_keys(rebuilt_df, name, keys, what=" among the rebuilt rows")
+    probe = F.broadcast(rebuilt_df) if rebuilt <= BROADCAST_REBUILT_ROWS else rebuilt_df
+    kept = df.where(~is_rebuilt).select(*keys).alias("kept")
+    same_key = [F.col(f"kept.`{k}`").eqNullSafe(F.col(f"rebuilt.`{k}`")) for k in keys]
+    clashes = kept.join(probe.alias("rebuilt"), reduce(lambda a, b: a & b, same_key), "left_semi").count()
+    if clashes:
+        raise KeyNotUnique(
+            f"gold.{name}: {clashes:,} kept row(s) before :since have the key ({', '.join(keys)}) of a rebuilt "
+            "row (an incremental SQL must return every row at or after :since and only those); the build was "
+            "undone"
+        )
+    return int(df.count())

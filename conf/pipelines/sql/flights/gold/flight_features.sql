@@ -16,7 +16,11 @@
 with flights as (
     select
         concat_ws('-', year, month, day, carrier, flight, origin) as flight_id,
-        *
+        *,
+        case
+            when is_cancelled or arr_delay_minutes is null then null
+            else arr_delay_minutes >= :delay_threshold_minutes
+        end as is_delayed
     from silver.flights
 ),
 
@@ -33,16 +37,13 @@ planes as (
     select tailnum, manufactured_year from silver.planes
 ),
 
+-- When each flight's outcome (its label, on the flight row) became known.
 outcomes as (
     select
-        flight_id,
         origin,
         dest,
         carrier,
-        case
-            when is_cancelled or arr_delay_minutes is null then null
-            else arr_delay_minutes >= :delay_threshold_minutes
-        end as is_delayed,
+        is_delayed,
         sched_dep_at
             + make_interval(
                 0, 0, 0, 0, 0,
@@ -176,7 +177,7 @@ final as (
             / nullif(coalesce(cb.base_flights, 0) + c.carrier_new_flights, 0) as carrier_delay_rate,
         f.is_cancelled,
         f.is_diverted,
-        o.is_delayed
+        f.is_delayed
     from target_flights as f
     left join latest_weather as w on w.flight_id = f.flight_id
     left join planes as p on p.tailnum = f.tailnum
@@ -184,7 +185,6 @@ final as (
     left join route_base as rb on rb.origin = f.origin and rb.dest = f.dest
     left join carrier_history as c on c.flight_id = f.flight_id
     left join carrier_base as cb on cb.carrier = f.carrier
-    left join outcomes as o on o.flight_id = f.flight_id
 )
 
 select * from final
