@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from functools import reduce
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
