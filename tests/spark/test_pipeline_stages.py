@@ -232,6 +232,39 @@ def test_a_silver_sql_that_filters_rows_breaks_accounting(spark: SparkSession, t
         run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
 
 
+def test_refine_takes_the_bronze_row_count_ingest_recorded(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    land(tmp_path, "b.csv", "4,kiwi,1,2024-01-02T00:00:00Z\n")
+    run_pipeline(config, spark=spark, stages=["ingest"])
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    files = lakehouse.read("ops", "ingested_files").select("path", "batch_id", "batch_rows").collect()
+    per_batch = {r["batch_id"]: r["batch_rows"] for r in files}
+    bronze = {r["_batch_id"]: r["n"] for r in
+              lakehouse.read("bronze", "items").groupBy("_batch_id").count().withColumnRenamed("count", "n").collect()}
+    assert len(files) == 2 and per_batch == bronze == {next(iter(bronze)): 4}  # one batch of two files
+    # A row deleted from bronze after ingest: the recorded count no longer holds; refine counts bronze instead.
+    lakehouse.delta_table("bronze", "items").delete("item_id = 4")
+    ctx = run_pipeline(config, spark=spark, stages=["refine"])
+    assert (ctx.results[0].records_in, ctx.results[0].records_out) == (3, 3)
+    assert count(spark, "silver.items") == 3
+
+
+def test_refine_counts_bronze_for_batches_ingested_without_a_count(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path)
+    land(tmp_path, "a.csv", GOOD)
+    run_pipeline(config, spark=spark, stages=["ingest"])
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    older = lakehouse.read("ops", "ingested_files").drop("batch_rows")  # as an older goldsmith wrote it
+    lakehouse.write(older.localCheckpoint(), "ops", "ingested_files", mode="overwrite", metrics=False)
+    ctx = run_pipeline(config, spark=spark, stages=["refine"])
+    assert (ctx.results[0].records_in, ctx.results[0].records_out) == (3, 3)
+    (tmp_path / "sql" / "items.sql").write_text("select * from bronze_batch where qty > 3")
+    land(tmp_path, "b.csv", "5,plum,1,2024-01-03T00:00:00Z\n6,lime,9,2024-01-03T00:00:00Z\n")
+    with pytest.raises(AccountingError, match="returned 1 rows for 2 bronze rows"):
+        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+
+
 def test_a_bad_cast_in_sql_is_one_clear_stage_error(spark: SparkSession, tmp_path: Path) -> None:
     write_pipeline(tmp_path)
     (tmp_path / "sql" / "items.sql").write_text("select *, cast(name as int) as n from bronze_batch")

@@ -20,6 +20,7 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructField, StructType
 
 from goldsmith.config.loader import TABLE_REF  # the pattern the loader checks SQL references with
 
@@ -195,6 +196,17 @@ class Lakehouse:
             writer.save(self.path(layer, table))
             self.register(layer, table)
         return self.last_commit_metrics(layer, table) if metrics else {}
+
+    def create_empty(self, layer: str, table: str, schema: StructType) -> None:
+        """Create `layer.table` with no rows (every column nullable), unless it exists: one metadata commit, no
+        Spark job (an empty DataFrame write plans and runs its whole input's query for nothing)."""
+        if self.catalog:  # the table builder's name parser takes at most two parts (schema.table)
+            columns = ", ".join(f"{_quote(f.name)} {f.dataType.simpleString()}" for f in schema.fields)
+            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.qualified(layer, table)} ({columns}) USING DELTA")
+            return
+        nullable = StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
+        DeltaTable.createIfNotExists(self.spark).addColumns(nullable).location(self.path(layer, table)).execute()
+        self.register(layer, table)
 
     def undo_commit(self, layer: str, table: str, previous_version: int | None) -> None:
         """Take back a commit whose rows failed a check: restore `previous_version`, or remove a table that

@@ -18,7 +18,7 @@ from goldsmith.io.lakehouse import Lakehouse
 SCHEMAS: dict[str, str] = {
     "ingested_files": (
         "source STRING, path STRING, size_bytes BIGINT, modified_ms BIGINT, batch_id STRING, "
-        "run_id STRING, ingested_at TIMESTAMP"
+        "run_id STRING, ingested_at TIMESTAMP, batch_rows BIGINT"
     ),
     "refined_batches": "silver_table STRING, batch_id STRING, run_id STRING, refined_at TIMESTAMP",
     "quality_metrics": (
@@ -129,14 +129,16 @@ class OpsLog:
     def _rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
         with self._lock:
             if table not in self._cache:
-                self._cache[table] = (
-                    [r.asDict() for r in self.lakehouse.read("ops", table).select(*columns).collect()]
-                    if self.lakehouse.exists("ops", table) else []
-                )
+                rows: list[Any] = []
+                if self.lakehouse.exists("ops", table):
+                    df = self.lakehouse.read("ops", table)
+                    # A lakehouse written by an older goldsmith may lack a column added since: it reads as None.
+                    rows = [r.asDict() for r in df.select(*[c for c in columns if c in df.columns]).collect()]
+                self._cache[table] = rows
             return list(self._cache[table])
 
     def _ingested(self, source: str) -> list[dict[str, Any]]:
-        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id")
+        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id", "batch_rows")
         return [r for r in rows if r["source"] == source]
 
     def ingested_files(self, source: str) -> set[tuple[str, int, int]]:
@@ -146,6 +148,13 @@ class OpsLog:
     def batches(self, source: str) -> set[str]:
         """Batch ids ingested for `source`."""
         return {r["batch_id"] for r in self._ingested(source)}
+
+    def batch_rows(self, source: str, batch_ids: Sequence[str]) -> int | None:
+        """Rows the batches wrote to `bronze.<source>` when they were ingested, or None when a batch has no
+        count on record (ingested by an older goldsmith)."""
+        counts: dict[str, int | None] = {r["batch_id"]: r.get("batch_rows") for r in self._ingested(source)}
+        recorded = [counts.get(b) for b in batch_ids]
+        return None if None in recorded else sum(int(n or 0) for n in recorded)
 
     def refined_batches(self, silver_table: str) -> set[str]:
         """Batch ids already merged into `silver.<silver_table>`."""

@@ -71,7 +71,7 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     if counts["malformed"]:
         quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
     elif not ctx.lakehouse.exists("bronze", f"{name}_quarantine"):
-        ctx.lakehouse.write(bad_df.limit(0), "bronze", f"{name}_quarantine", metrics=False)  # empty, no scan
+        ctx.lakehouse.create_empty("bronze", f"{name}_quarantine", bad_df.schema)
 
     result = TableResult(
         "ingest", f"bronze.{name}", records_in=int(counts["records"]),
@@ -84,7 +84,7 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     ctx.ops.append("ingested_files", [{
         "source": name, "path": f.path, "size_bytes": f.size,
         "modified_ms": f.modified_ms, "batch_id": batch_id,
-        "run_id": ctx.run_id, "ingested_at": now(),
+        "run_id": ctx.run_id, "ingested_at": now(), "batch_rows": result.records_out,
     } for f in new])
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -63,7 +64,10 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
 
     bronze_df = lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending))
     bronze_df.createOrReplaceTempView(INPUT_VIEW)
-    bronze_rows = bronze_df.count()
+    # The batches' bronze rows as ingest recorded them (no scan); counted from bronze only when there is no
+    # record, or when the silver SQL's rows disagree with it (bronze changed since, or a SQL that drops rows).
+    recorded = ctx.ops.batch_rows(source, pending)
+    bronze_rows = recorded if recorded is not None else bronze_df.count()
     typed_df = run_silver_sql(ctx, name, table)
     expectations = [key_rule(table.keys), *table.expectations]
     checked_df = (
@@ -72,7 +76,10 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        return _check_and_merge(ctx, name, table, expectations, checked_df, pending, started, bronze_rows)
+        return _check_and_merge(
+            ctx, name, table, expectations, checked_df, pending, started,
+            bronze_rows if recorded is None else (bronze_rows, bronze_df.count),
+        )
     finally:
         checked_df.unpersist()
         ctx.spark.catalog.dropTempView(INPUT_VIEW)
@@ -96,7 +103,8 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
 
 def _check_and_merge(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
-    checked_df: DataFrame, pending: list[str], started: float, bronze_rows: int,
+    checked_df: DataFrame, pending: list[str], started: float,
+    bronze_rows: int | tuple[int, Callable[[], int]],
 ) -> TableResult:
     lakehouse = ctx.lakehouse
     counts = checked_df.agg(
@@ -106,6 +114,8 @@ def _check_and_merge(
         *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in expectations],
     ).first()
     assert counts is not None
+    if isinstance(bronze_rows, tuple):  # the recorded count, and how to count again
+        bronze_rows = bronze_rows[0] if int(counts["records_in"]) == bronze_rows[0] else bronze_rows[1]()
     if int(counts["records_in"]) != bronze_rows:
         raise AccountingError(
             f"silver.{name}: {ctx.config.sql_path(table.sql).name} returned {counts['records_in']:,} rows for "
@@ -137,12 +147,14 @@ def _check_and_merge(
         )
 
     dropped = int(counts["dropped"] or 0)
-    if dropped or not lakehouse.exists("silver", f"{name}_quarantine"):
-        quarantined = lakehouse.write(
-            to_quarantine(checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns),
-            "silver", f"{name}_quarantine",
-        )
+    quarantine_df = to_quarantine(
+        checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns
+    )
+    if dropped:
+        quarantined = lakehouse.write(quarantine_df, "silver", f"{name}_quarantine")
         result.quarantined = int(quarantined.get("numOutputRows", 0))
+    elif not lakehouse.exists("silver", f"{name}_quarantine"):
+        lakehouse.create_empty("silver", f"{name}_quarantine", quarantine_df.schema)
     rows_df = checked_df.where("not _dropped and not _duplicate").select(*silver_columns)
     if lakehouse.exists("silver", name):
         merged = merge_into_silver(ctx, name, table, rows_df)
