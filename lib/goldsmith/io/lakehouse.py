@@ -87,8 +87,12 @@ class Lakehouse:
         return self.qualified(layer, table).replace("`", "") if self.catalog else self.path(layer, table)
 
     def resolve_sql(self, sql_text: str) -> str:
-        """A pipeline SQL text with its `layer.table` references named as this lakehouse names them."""
+        """A pipeline SQL text with its `layer.table` references named as this lakehouse names them (and,
+        outside a catalog, the existing ones registered: a run registers only the tables it reads by name)."""
         if not self.catalog:
+            for layer, table in {(m.group(1).lower(), m.group(2)) for m in TABLE_REF.finditer(sql_text)}:
+                if f"{layer}.{table}" not in self._registered and self.exists(layer, table):
+                    self.register(layer, table)
             return sql_text
         return TABLE_REF.sub(lambda m: self.qualified(m.group(1).lower(), m.group(2)), sql_text)
 
