@@ -123,7 +123,7 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
             total = check_keys(built.select(*table.keys), name, table.keys)
         else:
             assert table.incremental is not None
-            total = check_rebuilt_keys(built, name, table.keys, table.incremental.column, since, new_rows)
+            total = check_rebuilt_keys(built, name, table.keys, table.incremental.column, since)
         check_grain(ctx, name, table, total)
     except KeyNotUnique:
         ctx.lakehouse.undo_commit("gold", name, previous_version)
@@ -225,7 +225,7 @@ def micros_to_datetime(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
-def check_keys(df: DataFrame, name: str, keys: list[str], what: str = "") -> int:
+def check_keys(df: DataFrame, name: str, keys: list[str]) -> int:
     """Row count of `df` (the table's key columns); raise `KeyNotUnique` when `keys` repeat (one pass)."""
     if not keys:
         return int(df.count())
@@ -236,7 +236,7 @@ def check_keys(df: DataFrame, name: str, keys: list[str], what: str = "") -> int
     rows, distinct = int(row["rows"]), int(row["distinct_keys"])
     if rows != distinct:
         raise KeyNotUnique(
-            f"gold.{name}: keys ({', '.join(keys)}) repeat{what}: {rows:,} rows, {distinct:,} distinct keys; "
+            f"gold.{name}: keys ({', '.join(keys)}) repeat: {rows:,} rows, {distinct:,} distinct keys; "
             "the build was undone"
         )
     return rows
@@ -246,7 +246,10 @@ def check_keys(df: DataFrame, name: str, keys: list[str], what: str = "") -> int
 BROADCAST_REBUILT_ROWS = 2_000_000
 
 
-def check_rebuilt_keys(df: DataFrame, name: str, keys: list[str], column: str, since: int, rebuilt: int) -> int:
+def check_rebuilt_keys(
+    df: DataFrame, name: str, keys: list[str], column: str, since: int,
+    broadcast_up_to: int = BROADCAST_REBUILT_ROWS,
+) -> int:
     """Row count of the table `df` after an incremental build; raise `KeyNotUnique` when a key repeats among
     the rebuilt rows (`column` at or after `since`) or is also on a kept row.
 
@@ -256,9 +259,21 @@ def check_rebuilt_keys(df: DataFrame, name: str, keys: list[str], column: str, s
     if not keys:
         return int(df.count())
     is_rebuilt = F.coalesce(F.col(column) >= F.timestamp_micros(F.lit(since)), F.lit(False))
+    # One pass: every row, the rebuilt rows and their distinct keys (a kept row's key is null here, so the
+    # distinct count's shuffle carries the rebuilt keys and one null group).
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"), F.sum(is_rebuilt.cast("long")).alias("rebuilt"),
+        F.count_distinct(F.when(is_rebuilt, F.struct(*keys))).alias("distinct_keys"),
+    ).first()
+    assert row is not None
+    total, rebuilt_rows, distinct = int(row["rows"]), int(row["rebuilt"] or 0), int(row["distinct_keys"])
+    if rebuilt_rows != distinct:
+        raise KeyNotUnique(
+            f"gold.{name}: keys ({', '.join(keys)}) repeat among the rebuilt rows: {rebuilt_rows:,} rows, "
+            f"{distinct:,} distinct keys; the build was undone"
+        )
     rebuilt_df = df.where(is_rebuilt).select(*keys)
-    check_keys(rebuilt_df, name, keys, what=" among the rebuilt rows")
-    probe = F.broadcast(rebuilt_df) if rebuilt <= BROADCAST_REBUILT_ROWS else rebuilt_df
+    probe = F.broadcast(rebuilt_df) if rebuilt_rows <= broadcast_up_to else rebuilt_df
     kept = df.where(~is_rebuilt).select(*keys).alias("kept")
     same_key = [F.col(f"kept.`{k}`").eqNullSafe(F.col(f"rebuilt.`{k}`")) for k in keys]
     clashes = kept.join(probe.alias("rebuilt"), reduce(lambda a, b: a & b, same_key), "left_semi").count()
@@ -268,4 +283,4 @@ def check_rebuilt_keys(df: DataFrame, name: str, keys: list[str], column: str, s
             "row (an incremental SQL must return every row at or after :since and only those); the build was "
             "undone"
         )
-    return int(df.count())
+    return total
