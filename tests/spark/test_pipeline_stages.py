@@ -230,6 +230,22 @@ def test_a_silver_sql_that_filters_rows_breaks_accounting(spark: SparkSession, t
     land(tmp_path, "a.csv", GOOD)
     with pytest.raises(AccountingError, match="returned 1 rows for 3 bronze rows"):
         run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+    # The first batch's rows were written in the same pass that counted them: the commit was undone.
+    assert not (tmp_path / "lake" / "silver" / "items").exists()
+    write_pipeline(tmp_path)  # the SQL fixed: the same batch is refined again
+    ctx = run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["refine"])
+    assert (ctx.results[0].records_in, ctx.results[0].records_out) == (3, 3)
+
+
+def test_a_fail_expectation_on_the_first_batch_creates_no_table(spark: SparkSession, tmp_path: Path) -> None:
+    config = write_pipeline(tmp_path, name_action="fail")
+    land(tmp_path, "a.csv", GOOD + "8,NA,1,2024-01-02T00:00:00Z\n")
+    with pytest.raises(ExpectationFailed, match=r"rejected 1 rows.*stays at its previous state \(not created\)"):
+        run_pipeline(config, spark=spark, stages=["ingest", "refine"])
+    assert not (tmp_path / "lake" / "silver" / "items").exists()
+    assert not spark.catalog.tableExists("silver.items")
+    rows = spark.sql("select action, rule, raw_record from silver.items_quarantine").collect()
+    assert [(r["action"], r["rule"]) for r in rows] == [("fail", "has_name")] and '"item_id":8' in rows[0][2]
 
 
 def test_refine_takes_the_bronze_row_count_ingest_recorded(spark: SparkSession, tmp_path: Path) -> None:

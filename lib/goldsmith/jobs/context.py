@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Observation, SparkSession
 
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import AccountingError
@@ -16,9 +16,18 @@ from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import OpsLog, now
 from goldsmith.timing import Timer
 
-__all__ = ["RunContext", "TableResult", "Timer", "log"]
+__all__ = ["RunContext", "TableResult", "Timer", "log", "observed"]
 
 log = logging.getLogger("goldsmith")
+
+
+def observed(observation: Observation) -> dict[str, int] | None:
+    """The observation's metrics, or None where the write path did not report them (a catalog table's
+    `saveAsTable` runs the query in a command of its own): the caller counts in a second pass then."""
+    try:
+        return observation.get or None
+    except Exception:  # pyspark raises an assertion from the JVM for an observation that saw no query
+        return None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pyspark.sql.types import StringType, StructType
 from goldsmith.config.models import LINEAGE_COLUMNS, SourceConfig
 from goldsmith.io.landing import CORRUPT_COLUMN, list_files, read_source
 from goldsmith.io.ops import now
-from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.jobs.context import RunContext, TableResult, Timer, log, observed
 from goldsmith.jobs.parallel import for_each_table
 from goldsmith.transforms.records import (
     QUARANTINE_COLUMNS,
@@ -87,15 +87,6 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
         "run_id": ctx.run_id, "ingested_at": now(), "batch_rows": result.records_out,
     } for f in new])
     return result
-
-
-def observed(observation: Observation) -> dict[str, int] | None:
-    """The observation's metrics, or None where the write path did not report them (a catalog table's
-    `saveAsTable` runs the query in a command of its own): the caller counts in a second pass then."""
-    try:
-        return observation.get or None
-    except Exception:  # pyspark raises an assertion from the JVM for an observation that saw no query
-        return None
 
 
 def with_lineage(df: DataFrame, batch_id: str, ingested_at: datetime) -> DataFrame:

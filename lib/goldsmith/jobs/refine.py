@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import LINEAGE_COLUMNS, Expectation, SilverTable
 from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed
 from goldsmith.io.lakehouse import CHANGE_FEED
-from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.jobs.context import RunContext, TableResult, Timer, log, observed
 from goldsmith.jobs.parallel import for_each_table
 from goldsmith.quality.expectations import (
     any_of,
@@ -70,15 +71,18 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     bronze_rows = recorded if recorded is not None else bronze_df.count()
     typed_df = run_silver_sql(ctx, name, table)
     expectations = [key_rule(table.keys), *table.expectations]
-    checked_df = (
-        typed_df.transform(with_expectation_flags, expectations)
-        .transform(with_duplicate_flag, table.keys, table.sequence_by)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    flagged_df = typed_df.transform(with_expectation_flags, expectations)
+    checked_df = flagged_df.transform(with_duplicate_flag, table.keys, table.sequence_by)
+    # A first batch creates the table in one pass over the SQL: its rows are written while the same query
+    # counts them (observed metrics), and the checks run on the counts, undoing the commit when they fail. A
+    # later batch is MERGEd: kept in memory, as the counts, the quarantine and the MERGE each read it.
+    create = not lakehouse.exists("silver", name)
+    if not create:
+        checked_df = checked_df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _check_and_merge(
-            ctx, name, table, expectations, checked_df, pending, started,
-            bronze_rows if recorded is None else (bronze_rows, bronze_df.count),
+        return _check_and_write(
+            ctx, name, table, expectations, checked_df, flagged_df if create else checked_df, create,
+            pending, started, bronze_rows if recorded is None else (bronze_rows, bronze_df.count),
         )
     finally:
         checked_df.unpersist()
@@ -101,19 +105,73 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
     return df
 
 
-def _check_and_merge(
+def _check_and_write(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
-    checked_df: DataFrame, pending: list[str], started: float,
+    checked_df: DataFrame, rejected_from: DataFrame, create: bool, pending: list[str], started: float,
     bronze_rows: int | tuple[int, Callable[[], int]],
 ) -> TableResult:
+    """Count, check, quarantine and write (create or MERGE) one batch. `rejected_from` is where the
+    quarantined rows are read from: the flagged rows before the dedup window when the batch was not kept."""
     lakehouse = ctx.lakehouse
-    counts = checked_df.agg(
+    previous = None if create else lakehouse.version("silver", name)
+    tally = [
         F.count(F.lit(1)).alias("records_in"),
         F.sum(F.col("_dropped").cast("long")).alias("dropped"),
         F.sum(F.col("_duplicate").cast("long")).alias("duplicates"),
         *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in expectations],
-    ).first()
-    assert counts is not None
+    ]
+    silver_columns = [c for c in checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
+    written: dict[str, str] = {}
+    if create:
+        observation = Observation(f"refine-{name}-{ctx.run_id}")
+        rows_df = checked_df.observe(observation, *tally).where("not _dropped and not _duplicate")
+        written = lakehouse.write(rows_df.select(*silver_columns), "silver", name, mode="append",
+                                  options={CHANGE_FEED: "true"})
+        counts = observed(observation) or checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
+    else:
+        counts = checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
+    try:
+        result = _checked_result(ctx, name, table, expectations, counts, rejected_from, pending, started,
+                                 bronze_rows, silver_columns, previous)
+    except (AccountingError, ExpectationFailed):
+        if create:  # the rows just written fail a check: the table is not created
+            lakehouse.undo_commit("silver", name, None)
+        raise
+
+    if int(counts["dropped"] or 0):
+        quarantined = lakehouse.write(
+            to_quarantine(rejected_from.where("_dropped"), ctx.run_id, name, expectations, ("drop",),
+                          silver_columns),
+            "silver", f"{name}_quarantine",
+        )
+        result.quarantined = int(quarantined.get("numOutputRows", 0))
+    elif not lakehouse.exists("silver", f"{name}_quarantine"):
+        schema = to_quarantine(rejected_from, ctx.run_id, name, expectations, ("drop",), silver_columns).schema
+        lakehouse.create_empty("silver", f"{name}_quarantine", schema)
+    if create:
+        result.records_out = result.inserted = int(written.get("numOutputRows", 0))
+    else:
+        rows_df = checked_df.where("not _dropped and not _duplicate").select(*silver_columns)
+        merged = merge_into_silver(ctx, name, table, rows_df)
+        result.records_out = int(merged.get("numSourceRows", 0))
+        result.inserted = int(merged.get("numTargetRowsInserted", 0))
+        result.updated = int(merged.get("numTargetRowsUpdated", 0))
+    result.check_accounting()
+    ctx.record(result)
+    ctx.ops.append("refined_batches", [
+        {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at} for b in pending
+    ])
+    return result
+
+
+def _checked_result(
+    ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation], counts: dict[str, Any],
+    rejected_from: DataFrame, pending: list[str], started: float, bronze_rows: int | tuple[int, Callable[[], int]],
+    silver_columns: list[str], previous: int | None,
+) -> TableResult:
+    """The batch's result from its counts; raise when the SQL lost or added rows, or a `fail` rule failed
+    (its rows quarantined first)."""
+    lakehouse = ctx.lakehouse
     if isinstance(bronze_rows, tuple):  # the recorded count, and how to count again
         bronze_rows = bronze_rows[0] if int(counts["records_in"]) == bronze_rows[0] else bronze_rows[1]()
     if int(counts["records_in"]) != bronze_rows:
@@ -127,48 +185,21 @@ def _check_and_merge(
         "refine", f"silver.{name}", records_in=int(counts["records_in"]),
         duplicates=int(counts["duplicates"] or 0), rule_violations=violations, batch_ids=pending, started=started,
     )
-    silver_columns = [c for c in checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
-
     failing = [e for e in expectations if e.action == "fail" and violations[e.name]]
     if failing:
-        bad_df = checked_df.where(any_of([F.col(flag_column(e.name)) for e in failing]))
+        bad_df = rejected_from.where(any_of([F.col(flag_column(e.name)) for e in failing]))
         written = lakehouse.write(
             to_quarantine(bad_df, ctx.run_id, name, expectations, ("fail",), silver_columns),
             "silver", f"{name}_quarantine",
         )
         result.status, result.quarantined = "failed", int(written.get("numOutputRows", 0))
         ctx.record(result)
-        version = lakehouse.version("silver", name)
         first = failing[0]
         raise ExpectationFailed(
             f"silver.{name}: expectation '{first.name}' (action=fail) rejected {violations[first.name]:,} rows; "
             f"see silver.{name}_quarantine. silver.{name} stays at "
-            + (f"version {version}" if version is not None else "its previous state (not created)")
+            + (f"version {previous}" if previous is not None else "its previous state (not created)")
         )
-
-    dropped = int(counts["dropped"] or 0)
-    quarantine_df = to_quarantine(
-        checked_df.where("_dropped"), ctx.run_id, name, expectations, ("drop",), silver_columns
-    )
-    if dropped:
-        quarantined = lakehouse.write(quarantine_df, "silver", f"{name}_quarantine")
-        result.quarantined = int(quarantined.get("numOutputRows", 0))
-    elif not lakehouse.exists("silver", f"{name}_quarantine"):
-        lakehouse.create_empty("silver", f"{name}_quarantine", quarantine_df.schema)
-    rows_df = checked_df.where("not _dropped and not _duplicate").select(*silver_columns)
-    if lakehouse.exists("silver", name):
-        merged = merge_into_silver(ctx, name, table, rows_df)
-        result.records_out = int(merged.get("numSourceRows", 0))
-        result.inserted = int(merged.get("numTargetRowsInserted", 0))
-        result.updated = int(merged.get("numTargetRowsUpdated", 0))
-    else:  # the first batch creates the table: a plain write, no MERGE needed
-        written = lakehouse.write(rows_df, "silver", name, mode="append", options={CHANGE_FEED: "true"})
-        result.records_out = result.inserted = int(written.get("numOutputRows", 0))
-    result.check_accounting()
-    ctx.record(result)
-    ctx.ops.append("refined_batches", [
-        {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at} for b in pending
-    ])
     return result
 
 
