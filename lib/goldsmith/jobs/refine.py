@@ -27,6 +27,7 @@ from goldsmith.transforms.records import QUARANTINE_COLUMNS
 
 INPUT_VIEW = "bronze_batch"
 INTERNAL_COLUMNS = ("_dropped", "_duplicate")
+KEPT = "not _dropped and not _duplicate"  # the rows a batch writes to silver
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -65,10 +66,6 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
 
     bronze_df = lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending))
     bronze_df.createOrReplaceTempView(INPUT_VIEW)
-    # The batches' bronze rows as ingest recorded them (no scan); counted from bronze only when there is no
-    # record, or when the silver SQL's rows disagree with it (bronze changed since, or a SQL that drops rows).
-    recorded = ctx.ops.batch_rows(source, pending)
-    bronze_rows = recorded if recorded is not None else bronze_df.count()
     typed_df = run_silver_sql(ctx, name, table)
     expectations = [key_rule(table.keys), *table.expectations]
     flagged_df = typed_df.transform(with_expectation_flags, expectations)
@@ -82,7 +79,7 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     try:
         return _check_and_write(
             ctx, name, table, expectations, checked_df, flagged_df if create else checked_df, create,
-            pending, started, bronze_rows if recorded is None else (bronze_rows, bronze_df.count),
+            pending, started, ctx.ops.batch_rows(source, pending), bronze_df.count,
         )
     finally:
         checked_df.unpersist()
@@ -108,10 +105,12 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
 def _check_and_write(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
     checked_df: DataFrame, rejected_from: DataFrame, create: bool, pending: list[str], started: float,
-    bronze_rows: int | tuple[int, Callable[[], int]],
+    recorded_rows: int | None, count_bronze: Callable[[], int],
 ) -> TableResult:
     """Count, check, quarantine and write (create or MERGE) one batch. `rejected_from` is where the
-    quarantined rows are read from: the flagged rows before the dedup window when the batch was not kept."""
+    quarantined rows are read from: the flagged rows before the dedup window when the batch was not kept.
+    `recorded_rows` is the batches' bronze row count as ingest recorded it (None: not on record), checked
+    against the SQL's rows without a scan; `count_bronze` counts bronze when it is missing or disagrees."""
     lakehouse = ctx.lakehouse
     previous = None if create else lakehouse.version("silver", name)
     tally = [
@@ -124,7 +123,7 @@ def _check_and_write(
     written: dict[str, str] = {}
     if create:
         observation = Observation(f"refine-{name}-{ctx.run_id}")
-        rows_df = checked_df.observe(observation, *tally).where("not _dropped and not _duplicate")
+        rows_df = checked_df.observe(observation, *tally).where(KEPT)
         written = lakehouse.write(rows_df.select(*silver_columns), "silver", name, mode="append",
                                   options={CHANGE_FEED: "true"})
         counts = observed(observation) or checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
@@ -132,7 +131,7 @@ def _check_and_write(
         counts = checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     try:
         result = _checked_result(ctx, name, table, expectations, counts, rejected_from, pending, started,
-                                 bronze_rows, silver_columns, previous)
+                                 recorded_rows, count_bronze, silver_columns, previous)
     except (AccountingError, ExpectationFailed):
         if create:  # the rows just written fail a check: the table is not created
             lakehouse.undo_commit("silver", name, None)
@@ -151,7 +150,7 @@ def _check_and_write(
     if create:
         result.records_out = result.inserted = int(written.get("numOutputRows", 0))
     else:
-        rows_df = checked_df.where("not _dropped and not _duplicate").select(*silver_columns)
+        rows_df = checked_df.where(KEPT).select(*silver_columns)
         merged = merge_into_silver(ctx, name, table, rows_df)
         result.records_out = int(merged.get("numSourceRows", 0))
         result.inserted = int(merged.get("numTargetRowsInserted", 0))
@@ -166,14 +165,14 @@ def _check_and_write(
 
 def _checked_result(
     ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation], counts: dict[str, Any],
-    rejected_from: DataFrame, pending: list[str], started: float, bronze_rows: int | tuple[int, Callable[[], int]],
-    silver_columns: list[str], previous: int | None,
+    rejected_from: DataFrame, pending: list[str], started: float, recorded_rows: int | None,
+    count_bronze: Callable[[], int], silver_columns: list[str], previous: int | None,
 ) -> TableResult:
     """The batch's result from its counts; raise when the SQL lost or added rows, or a `fail` rule failed
     (its rows quarantined first)."""
     lakehouse = ctx.lakehouse
-    if isinstance(bronze_rows, tuple):  # the recorded count, and how to count again
-        bronze_rows = bronze_rows[0] if int(counts["records_in"]) == bronze_rows[0] else bronze_rows[1]()
+    # Bronze changed since ingest, or a SQL that drops rows: only then is bronze counted.
+    bronze_rows = recorded_rows if recorded_rows == int(counts["records_in"]) else count_bronze()
     if int(counts["records_in"]) != bronze_rows:
         raise AccountingError(
             f"silver.{name}: {ctx.config.sql_path(table.sql).name} returned {counts['records_in']:,} rows for "
