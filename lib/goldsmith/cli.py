@@ -1,4 +1,4 @@
-"""The `goldsmith` command: run, report, validate, sql, serve-sql, models, demo-data."""
+"""The `goldsmith` command: run, watch, report, validate, sql, serve-sql, models, demo-data."""
 
 from __future__ import annotations
 
@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(run)
     run.add_argument("--stages", default=None,
                      help="comma-separated subset of ingest,refine,features,profile,train,score,monitor")
+
+    watch = sub.add_parser(
+        "watch", help="run a pipeline now and again whenever its landing files, settings or SQL change, in one "
+                      "warm Spark application (no JVM start per run)",
+    )
+    _add_pipeline_args(watch)
+    watch.add_argument("--stages", default=None, help="the stages of every run (default: all)")
+    watch.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                       help="seconds between looks at the landing folders (default 10)")
+    watch.add_argument("--max-runs", type=int, default=None, metavar="N",
+                       help="stop after N runs (default: until Ctrl-C); the exit code is the last run's")
 
     report = sub.add_parser(
         "report", help="write one self-contained HTML file: lineage, profiles, models, bias, slices, drift"
@@ -136,6 +147,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = parse_stages(args.stages)
     _print_summary(run_pipeline(config, stages))
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from goldsmith.config import load_pipeline
+    from goldsmith.jobs.pipeline import parse_stages
+    from goldsmith.jobs.watch import watch
+
+    if args.interval <= 0:
+        raise ConfigError(f"--interval must be more than 0 seconds, got {args.interval:g}")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ConfigError(f"--max-runs must be at least 1, got {args.max_runs}")
+    stages = parse_stages(args.stages)
+    return watch(lambda: load_pipeline(args.pipeline, args.overrides, args.env), stages, args.interval,
+                 args.max_runs)
 
 
 def _print_summary(ctx: RunContext) -> None:
@@ -277,8 +302,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "report": cmd_report, "validate": cmd_validate, "sql": cmd_sql, "serve-sql": cmd_serve_sql,
-    "models": cmd_models,
+    "run": cmd_run, "watch": cmd_watch, "report": cmd_report, "validate": cmd_validate, "sql": cmd_sql,
+    "serve-sql": cmd_serve_sql, "models": cmd_models,
     "demo-data": cmd_demo_data,
 }
 

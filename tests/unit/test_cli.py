@@ -129,3 +129,16 @@ def test_no_command_exits_2() -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--interval", "0", "--interval must be more than 0 seconds"),
+    ("--max-runs", "0", "--max-runs must be at least 1"),
+    ("--stages", "ingest,nope", "unknown stage nope"),
+])
+def test_watch_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
+                                    message: str) -> None:
+    started = time.perf_counter()
+    assert main(["watch", str(_pipeline(tmp_path)), flag, value]) == 2
+    assert message in _one_error_line(capsys)
+    assert time.perf_counter() - started < 5  # refused before any Spark starts
