@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DataType, MapType, StructType
+from pyspark.sql.types import ArrayType, DataType, MapType, StructType, TimestampType
 
 from goldsmith.io.lakehouse import Lakehouse
 
@@ -87,17 +88,36 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+@dataclass
+class _Kept:
+    version: int | None  # the table version the rows are complete at (None: unknown, not reused)
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class OpsCache:
+    """Bookkeeping rows kept between the runs of one process (`goldsmith watch`), by table path.
+
+    A run reuses a table's rows only while the table is at the version they were read or last appended at
+    (its log folder is listed, no Spark job): a commit by anyone else makes the run read the table again."""
+
+    kept: dict[str, _Kept] = field(default_factory=dict)
+
+
 class OpsLog:
     """Appends and reads the `ops.*` records of one lakehouse.
 
-    The bookkeeping tables (one row per landing file or batch: small by construction) are read once and
-    kept in memory until this process appends to them, so a stage does not re-read them per table.
+    The bookkeeping tables (one row per landing file, batch or build: small by construction) are read once
+    and kept in memory, extended by this process's own appends, so a stage does not re-read them per table;
+    with an `OpsCache`, later runs of the same process do not re-read them either.
     """
 
-    def __init__(self, lakehouse: Lakehouse) -> None:
+    def __init__(self, lakehouse: Lakehouse, shared: OpsCache | None = None) -> None:
         self.lakehouse = lakehouse
         self.spark = lakehouse.spark
         self._cache: dict[str, list[Any]] = {}
+        # Across runs only for path tables, whose version is a listing of their log (a catalog's is a job).
+        self._shared = shared if not lakehouse.catalog else None
         # A stage's tables run in threads: one append at a time (the first creates the table) and one read.
         self._lock = threading.RLock()
 
@@ -121,20 +141,47 @@ class OpsLog:
             df = self.spark.createDataFrame([tuple(row.get(f.name) for f in schema.fields) for row in rows], schema)
         with self._lock:
             # mergeSchema: a lakehouse written by an older goldsmith gets the columns added since.
+            kept = self._shared.kept.get(self.lakehouse.path("ops", table)) if self._shared else None
+            before = kept.version if kept else None
             self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False,
                                  options={"mergeSchema": "true"})
+            added = [dict(r) for r in rows]
             if table in self._cache:
-                self._cache[table].extend(dict(r) for r in rows)
+                self._cache[table].extend(added)
+            if kept is not None:
+                if self._cache.get(table) is not kept.rows:
+                    kept.rows.extend(added)
+                # Still complete only if this append is the one commit since the rows were known complete.
+                after = self.lakehouse.version("ops", table)
+                kept.version = after if before is not None and after == before + 1 else None
 
     def _rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
         with self._lock:
             if table not in self._cache:
+                path = self.lakehouse.path("ops", table)
+                version = self.lakehouse.version("ops", table) if self._shared is not None else None
+                kept = self._shared.kept.get(path) if self._shared else None
+                if kept is not None and kept.version is not None and kept.version == version:
+                    self._cache[table] = kept.rows
+                    return list(kept.rows)
                 rows: list[Any] = []
                 if self.lakehouse.exists("ops", table):
                     df = self.lakehouse.read("ops", table)
                     # A lakehouse written by an older goldsmith may lack a column added since: it reads as None.
-                    rows = [r.asDict() for r in df.select(*[c for c in columns if c in df.columns]).collect()]
+                    present = [c for c in columns if c in df.columns]
+                    times = {f.name for f in df.schema.fields if isinstance(f.dataType, TimestampType)}
+                    # Times as UTC microseconds: a collected timestamp is in the Python process's time zone,
+                    # while this process's own appends (`now()`) are naive UTC.
+                    selected = [F.unix_micros(c).alias(c) if c in times else F.col(c) for c in present]
+                    rows = [r.asDict() for r in df.select(*selected).collect()]
+                    for row in rows:
+                        for c in times & set(present):
+                            row[c] = _utc(row[c])
                 self._cache[table] = rows
+                if self._shared is not None:
+                    # The version listed before the read: a commit during the read only makes the next run read
+                    # again.
+                    self._shared.kept[path] = _Kept(version, rows)
             return list(self._cache[table])
 
     def _ingested(self, source: str) -> list[dict[str, Any]]:
@@ -172,13 +219,18 @@ class OpsLog:
 
     def _latest(self, table: str, column: str, value: str, time_column: str) -> dict[str, Any] | None:
         """The newest row of `ops.<table>` (by `time_column`) whose `column` is `value`, or None."""
-        if not self.lakehouse.exists("ops", table):
+        schema = StructType.fromDDL(SCHEMAS[table])
+        assert isinstance(schema, StructType)
+        rows = [r for r in self._rows(table, *schema.fieldNames()) if r.get(column) == value]
+        if not rows:
             return None
-        row = (
-            self.lakehouse.read("ops", table).where(F.col(column) == value)
-            .orderBy(F.col(time_column).desc()).first()
-        )
-        return row.asDict() if row else None
+        oldest = datetime.min
+        return max(rows, key=lambda r: r.get(time_column) or oldest)
+
+
+def _utc(micros: int | None) -> datetime | None:
+    """UTC microseconds since the epoch as a naive UTC datetime (how `now()` stamps ops rows)."""
+    return None if micros is None else datetime(1970, 1, 1) + timedelta(microseconds=micros)
 
 
 def _literal(value: Any, data_type: DataType) -> Column:

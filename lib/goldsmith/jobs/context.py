@@ -13,7 +13,7 @@ from pyspark.sql import Observation, SparkSession
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import AccountingError
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import OpsLog, now
+from goldsmith.io.ops import OpsCache, OpsLog, now
 from goldsmith.timing import Timer
 
 __all__ = ["RunContext", "TableResult", "Timer", "log", "observed"]
@@ -72,9 +72,10 @@ class RunContext:
     ops: OpsLog = field(init=False)
     models: list[Any] = field(default_factory=list)  # TrainOutcome / ScoreOutcome of the model stages
     _pending: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    ops_cache: OpsCache | None = field(default=None, repr=False)  # bookkeeping kept across runs (watch)
 
     def __post_init__(self) -> None:
-        self.ops = OpsLog(self.lakehouse)
+        self.ops = OpsLog(self.lakehouse, self.ops_cache)
 
     @property
     def changed(self) -> bool:

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import ConfigError, GoldsmithError, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import now
+from goldsmith.io.ops import OpsCache, now
 from goldsmith.jobs import features, ingest, monitor, profile, refine, score, train
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session
@@ -62,9 +62,13 @@ def open_lakehouse(spark: SparkSession, config: PipelineConfig, attach: bool = T
 
 
 def run_pipeline(
-    config: PipelineConfig, stages: Sequence[str] | None = None, spark: SparkSession | None = None
+    config: PipelineConfig, stages: Sequence[str] | None = None, spark: SparkSession | None = None,
+    ops_cache: OpsCache | None = None,
 ) -> RunContext:
     """Run `stages` (default: all) of the pipeline; every stage checks its record accounting.
+
+    `ops_cache`: the bookkeeping rows a previous run of this process read or wrote (`goldsmith watch`),
+    reused while their tables are unchanged.
 
     Raises:
         GoldsmithError: a data failure (expectation, accounting, key) after it is written to `ops.run_log`.
@@ -72,7 +76,7 @@ def run_pipeline(
     chosen = parse_stages(stages)
     spark = spark or session_for(config)
     lakehouse = open_lakehouse(spark, config, attach=False)
-    ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id())
+    ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
     status, message = "ok", ""
     with Timer() as total:

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import GoldsmithError
 from goldsmith.io.landing import list_files
+from goldsmith.io.ops import OpsCache
 from goldsmith.jobs.pipeline import run_pipeline, session_for
 
 log = logging.getLogger("goldsmith")
@@ -61,6 +62,7 @@ def watch(
     config = load()
     spark = session_for(config)
     spark_settings = config.spark
+    ops_cache = OpsCache()  # the ops tables' rows, not re-read by a run while nobody else wrote them
     log.info(
         "watching pipeline %s: a run now, then one whenever its landing files, settings or SQL change "
         "(polled every %g s; Ctrl-C stops)", config.name, interval,
@@ -89,7 +91,7 @@ def watch(
             warned_spark = True
         last_run, pending, reported, runs = signature, None, "", runs + 1
         try:
-            run_pipeline(config, stages, spark=spark)
+            run_pipeline(config, stages, spark=spark, ops_cache=ops_cache)
             exit_code = 0
         except GoldsmithError as exc:
             log.error("goldsmith: error: %s", exc)

@@ -54,18 +54,24 @@ outcomes as (
     from flights
 ),
 
--- Outcomes known before :since, per route and per carrier: where the running counts below start from.
-route_base as (
-    select origin, dest, count(*) as base_flights, sum(cast(is_delayed as int)) as base_delayed
+-- Outcomes known before :since, per route and per carrier: where the running counts below start from. One
+-- pass counts them per route and carrier; the route and carrier totals add those up.
+base_counts as (
+    select origin, dest, carrier, count(*) as base_flights, sum(cast(is_delayed as int)) as base_delayed
     from outcomes
     where is_delayed is not null and outcome_known_at < :since
+    group by origin, dest, carrier
+),
+
+route_base as (
+    select origin, dest, sum(base_flights) as base_flights, sum(base_delayed) as base_delayed
+    from base_counts
     group by origin, dest
 ),
 
 carrier_base as (
-    select carrier, count(*) as base_flights, sum(cast(is_delayed as int)) as base_delayed
-    from outcomes
-    where is_delayed is not null and outcome_known_at < :since
+    select carrier, sum(base_flights) as base_flights, sum(base_delayed) as base_delayed
+    from base_counts
     group by carrier
 ),
 
