@@ -85,6 +85,14 @@ def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
     assert "already profiled" in second.stderr and "already checked on the same data" in second.stderr
     assert counts(root) == after_first
 
+    # The console command of watch: one run (nothing new), then it stops with that run's exit code.
+    watched = goldsmith("watch", "conf/pipelines/flights.yml", "--stages", "ingest,refine,features",
+                        "--max-runs", "1", "--interval", "1", "--set", f"storage.root={root}",
+                        "--set", f"vars.landing={landing}")
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    assert "watching pipeline flights" in watched.stderr and "nothing new, no table changed" in watched.stderr
+    assert counts(root) == after_first
+
 
 def test_models_cli_rollback_then_rescore_restores_predictions(landing: Path, tmp_path: Path) -> None:
     root = tmp_path / "lake"
