@@ -31,7 +31,15 @@ stamp="$venv/.goldsmith-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
 
+# The JVM class archive (goldsmith.class_archive): recorded once per Java and Spark; a Spark JVM maps it.
+class_archive() {
+  [ "${GOLDSMITH_CLASS_ARCHIVE:-1}" = 0 ] && return 0
+  "$venv/bin/python" -m goldsmith.class_archive conf/pipelines/flights.yml \
+    || echo "goldsmith set-up: could not record the JVM class archive; Spark starts without it (slower)" >&2
+}
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmith" ]; then
+  class_archive
   exit 0
 fi
 
@@ -56,4 +64,5 @@ jars_dir=$(spark_jars)
 "$venv/bin/python" scripts/fetch_jars.py "$cache" "$jars_dir"
 
 echo "$want" > "$stamp"
+class_archive
 echo "goldsmith set-up: done"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from goldsmith import class_archive
 from goldsmith.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def build_session(
         if all_jars:
             settings["spark.jars"] = ",".join(all_jars)
         log4j = Path(__file__).parent / "resources" / "log4j2.properties"
-        settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
+        # With the class archive set-up recorded (goldsmith.class_archive), the JVM maps Spark's classes.
+        settings.setdefault("spark.driver.extraJavaOptions",
+                            " ".join([f"-Dlog4j.configurationFile=file:{log4j}", *class_archive.java_options()]))
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s)", "spark-submit" if submitted else master or "local[*]")
