@@ -22,8 +22,9 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-# The JVM's own report of an archive it cannot use stays out of goldsmith's output.
-QUIET = ("-Xshare:auto", "-Xlog:cds=off", "-Xlog:cds+dynamic=off")
+# The JVM's own reports on the archive (one it cannot use, classes it skips recording) stay out of the output.
+LOG_OFF = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
+QUIET = ("-Xshare:auto", *LOG_OFF)
 
 
 def _java() -> str:
@@ -55,14 +56,12 @@ def record(pipeline: Path, limit: int = 300) -> Path:
     from goldsmith.config import load_pipeline
     from goldsmith.examples import write_flights_landing
     from goldsmith.jobs.pipeline import run_pipeline
-    from goldsmith.session import build_session
+    from goldsmith.session import build_session, log4j_option
 
     archive = archive_path()
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
-    log4j = Path(__file__).parent / "resources" / "log4j2.properties"
-    options = f"-Dlog4j.configurationFile=file:{log4j} -XX:ArchiveClassesAtExit={partial} -Xlog:cds=off " \
-              "-Xlog:cds+dynamic=off"
+    options = " ".join([log4j_option(), f"-XX:ArchiveClassesAtExit={partial}", *LOG_OFF])
     with tempfile.TemporaryDirectory(prefix="goldsmith-cds-") as work:
         landing = Path(work) / "landing"
         write_flights_landing(landing, limit=limit)

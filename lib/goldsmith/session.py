@@ -107,16 +107,19 @@ def build_session(
         all_jars = [*delta_jars(), *jars]
         if all_jars:
             settings["spark.jars"] = ",".join(all_jars)
-        log4j = Path(__file__).parent / "resources" / "log4j2.properties"
         # With the class archive set-up recorded (goldsmith.class_archive), the JVM maps Spark's classes.
-        settings.setdefault("spark.driver.extraJavaOptions",
-                            " ".join([f"-Dlog4j.configurationFile=file:{log4j}", *class_archive.java_options()]))
+        settings.setdefault("spark.driver.extraJavaOptions", " ".join([log4j_option(), *class_archive.java_options()]))
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s)", "spark-submit" if submitted else master or "local[*]")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("GOLDSMITH_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def log4j_option() -> str:
+    """The JVM option that points Spark's logging at goldsmith's quiet log4j settings."""
+    return f"-Dlog4j.configurationFile=file:{Path(__file__).parent / 'resources' / 'log4j2.properties'}"
 
 
 def _same_interpreter(python: str) -> bool:
