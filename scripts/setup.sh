@@ -31,7 +31,7 @@ stamp="$venv/.goldsmith-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
 
-# The JVM class archive (goldsmith.class_archive): recorded once per Java and Spark; a Spark JVM maps it.
+# The JVM class archive (goldsmith.class_archive): recorded once per virtualenv and Java; a Spark JVM maps it.
 class_archive() {
   [ "${GOLDSMITH_CLASS_ARCHIVE:-1}" = 0 ] && return 0
   "$venv/bin/python" -m goldsmith.class_archive conf/pipelines/flights.yml \

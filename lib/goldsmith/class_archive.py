@@ -5,10 +5,13 @@ A new local JVM spends seconds loading and verifying Spark's classes before the 
 program loaded into a file at exit (`-XX:ArchiveClassesAtExit`, dynamic CDS) and map that file into later
 JVMs (`-XX:SharedArchiveFile`): ~4.5 s to a session and ~1.5 s to a first job.
 
-Set-up records it once per Java and Spark (`python -m goldsmith.class_archive PIPELINE`, from
+Set-up records it once per virtualenv and Java (`python -m goldsmith.class_archive PIPELINE`, from
 `scripts/setup.sh`) by running the pipeline's ETL on a small slice of the flights example; `build_session`
 adds it to the JVM it starts when it exists. The JVM checks the archive itself (same JDK build, same class
-path) and ignores one that does not match (`-Xshare:auto`), so a stale file costs nothing but the speed-up.
+path: the same jar paths, sizes and times) and ignores one that does not match (`-Xshare:auto`), so a stale
+file costs nothing but the speed-up. The class path is the virtualenv's pyspark jars, so the archive lives in
+that virtualenv and its name says which Java and which jars it was recorded with: a second clone (its own
+virtualenv) records its own instead of finding one that its JVM would silently refuse.
 `GOLDSMITH_CLASS_ARCHIVE=0` turns it off.
 """
 
@@ -34,12 +37,31 @@ def _java() -> str:
     return os.path.realpath(java) if java else ""
 
 
-def archive_path() -> Path:
-    """The archive of this Java and this pyspark + Delta, in goldsmith's cache (it may not exist)."""
-    from goldsmith.session import DELTA_VERSION, cache_dir
+def _spark_jars() -> Path:
+    """The folder of jars on the local Spark JVM's class path (pyspark's, where set-up also puts Delta's)."""
+    import pyspark
 
-    key = hashlib.sha256(f"{_java()}|pyspark {version('pyspark')}|delta {DELTA_VERSION}".encode()).hexdigest()
-    return cache_dir() / "cds" / f"spark-{key[:16]}.jsa"
+    return Path(os.path.realpath(Path(pyspark.__file__).parent / "jars"))
+
+
+def archive_dir() -> Path:
+    """The virtualenv's own folder for archives; outside a virtualenv, goldsmith's cache."""
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.prefix) / "goldsmith-cds"
+    from goldsmith.session import cache_dir
+
+    return cache_dir() / "cds"
+
+
+def archive_path() -> Path:
+    """The archive of this Java and these Spark jars (it may not exist)."""
+    from goldsmith.session import DELTA_VERSION
+
+    jars = _spark_jars()
+    # The folder's time changes when a jar is added, removed or replaced (a reinstall), as the JVM's check would.
+    stamp = jars.stat().st_mtime_ns if jars.is_dir() else 0
+    identity = f"{_java()}|{jars}@{stamp}|pyspark {version('pyspark')}|delta {DELTA_VERSION}"
+    return archive_dir() / f"spark-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsa"
 
 
 def java_options() -> list[str]:
@@ -77,7 +99,19 @@ def record(pipeline: Path, limit: int = 300) -> Path:
     if not partial.is_file():
         raise RuntimeError(f"the JVM wrote no class archive at {partial}")
     partial.replace(archive)
+    remove_stale(archive)
     return archive
+
+
+def remove_stale(archive: Path) -> list[Path]:
+    """In a virtualenv only one class path is ever used, so its earlier archives (~200 MB each, from an
+    earlier Java or pyspark) are stale: remove them. The shared cache's may be other clones' and stay."""
+    if sys.prefix == sys.base_prefix:
+        return []
+    stale = [path for path in archive.parent.glob("spark-*.jsa") if path != archive]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def main(argv: list[str]) -> int:
@@ -90,7 +124,7 @@ def main(argv: list[str]) -> int:
     archive = archive_path()
     if archive.is_file():
         return 0
-    print(f"goldsmith set-up: recording the JVM class archive {archive} (once per Java and Spark)", flush=True)
+    print(f"goldsmith set-up: recording the JVM class archive {archive} (once per virtualenv and Java)", flush=True)
     record(Path(argv[0]))
     return 0
 

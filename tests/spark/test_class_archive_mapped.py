@@ -27,4 +27,6 @@ def test_the_session_jvm_maps_the_recorded_archive(spark: SparkSession) -> None:
     mapped = re.search(r"CDS archive\(s\) mapped at: .*size (\d+)", info)
     assert mapped is not None, "class data sharing is off in the session's JVM"
     # The JDK's base archive alone is ~15 MB; with the recorded one mapped, both are.
-    assert int(mapped.group(1)) > archive.stat().st_size
+    assert int(mapped.group(1)) > archive.stat().st_size, (
+        "only the JDK's base archive is mapped: the JVM refused the recorded one (recorded with another class "
+        "path or JDK than this session's)")

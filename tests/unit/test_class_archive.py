@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,18 +12,47 @@ from goldsmith import class_archive
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GOLDSMITH_CACHE", str(tmp_path))
+def venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A virtualenv of its own (sys.prefix) with a pyspark jars folder of its own."""
+    prefix = tmp_path / "venv"
+    jars = prefix / "jars"
+    jars.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    monkeypatch.setattr(class_archive, "_spark_jars", lambda: jars)
     monkeypatch.delenv("GOLDSMITH_CLASS_ARCHIVE", raising=False)
-    return tmp_path
+    return prefix
 
 
-def test_no_archive_no_options(cache: Path) -> None:
-    assert class_archive.archive_path().parent == cache / "cds"
+def test_no_archive_no_options(venv: Path) -> None:
+    assert class_archive.archive_path().parent == venv / "goldsmith-cds"
     assert class_archive.java_options() == []
 
 
-def test_a_recorded_archive_is_mapped_quietly(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outside_a_virtualenv_the_cache_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)
+    monkeypatch.setenv("GOLDSMITH_CACHE", str(tmp_path))
+    assert class_archive.archive_path().parent == tmp_path / "cds"
+
+
+def test_another_class_path_has_another_archive(venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second clone's jars (same versions, another folder) must not find the first clone's archive: its JVM
+    would refuse it without a word."""
+    first = class_archive.archive_path()
+    other = tmp_path / "clone2" / "jars"
+    other.mkdir(parents=True)
+    monkeypatch.setattr(class_archive, "_spark_jars", lambda: other)
+    assert class_archive.archive_path().name != first.name
+
+
+def test_a_reinstalled_jar_folder_has_another_archive(venv: Path) -> None:
+    first = class_archive.archive_path()
+    jars = class_archive._spark_jars()
+    stat = jars.stat()
+    os.utime(jars, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert class_archive.archive_path() != first
+
+
+def test_a_recorded_archive_is_mapped_quietly(venv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = class_archive.archive_path()
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"recorded")
@@ -32,7 +63,7 @@ def test_a_recorded_archive_is_mapped_quietly(cache: Path, monkeypatch: pytest.M
     assert class_archive.java_options() == []
 
 
-def test_each_java_has_its_own_archive(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_java_has_its_own_archive(venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = class_archive.archive_path()
     other = tmp_path / "jdk"
     (other / "bin").mkdir(parents=True)
@@ -41,8 +72,18 @@ def test_each_java_has_its_own_archive(cache: Path, tmp_path: Path, monkeypatch:
     assert class_archive.archive_path() != first
 
 
-def test_setup_command_usage(capsys: pytest.CaptureFixture[str], cache: Path) -> None:
+def test_setup_command_usage(capsys: pytest.CaptureFixture[str], venv: Path) -> None:
     assert class_archive.main([]) == 2
     assert "usage" in capsys.readouterr().err
     assert class_archive.main(["--path"]) == 0
     assert capsys.readouterr().out.strip() == str(class_archive.archive_path())
+
+
+def test_a_new_recording_removes_the_virtualenvs_stale_archives(venv: Path) -> None:
+    archive = class_archive.archive_path()
+    archive.parent.mkdir(parents=True)
+    stale = archive.parent / "spark-0000000000000000.jsa"
+    for path in (archive, stale):
+        path.write_bytes(b"recorded")
+    assert class_archive.remove_stale(archive) == [stale]
+    assert archive.is_file() and not stale.exists()
