@@ -38,15 +38,19 @@ def _java() -> str:
 
 
 def _spark_jars() -> Path:
-    """The folder of jars on the local Spark JVM's class path (pyspark's, where set-up also puts Delta's)."""
-    import pyspark
+    """The folder of jars on the local Spark JVM's class path, resolved (the JVM checks real paths)."""
+    from goldsmith.session import spark_jars_dir
 
-    return Path(os.path.realpath(Path(pyspark.__file__).parent / "jars"))
+    return Path(os.path.realpath(spark_jars_dir()))
+
+
+def _in_virtualenv() -> bool:
+    return sys.prefix != sys.base_prefix
 
 
 def archive_dir() -> Path:
     """The virtualenv's own folder for archives; outside a virtualenv, goldsmith's cache."""
-    if sys.prefix != sys.base_prefix:
+    if _in_virtualenv():
         return Path(sys.prefix) / "goldsmith-cds"
     from goldsmith.session import cache_dir
 
@@ -106,7 +110,7 @@ def record(pipeline: Path, limit: int = 300) -> Path:
 def remove_stale(archive: Path) -> list[Path]:
     """In a virtualenv only one class path is ever used, so its earlier archives (~200 MB each, from an
     earlier Java or pyspark) are stale: remove them. The shared cache's may be other clones' and stay."""
-    if sys.prefix == sys.base_prefix:
+    if not _in_virtualenv():
         return []
     stale = [path for path in archive.parent.glob("spark-*.jsa") if path != archive]
     for path in stale:

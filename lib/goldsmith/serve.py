@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from goldsmith.errors import BackendUnavailable, GoldsmithError
-from goldsmith.session import cache_dir
+from goldsmith.session import cache_dir, spark_jars_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ class PortInUse(GoldsmithError):
 
 def read_only_jar() -> Path:
     """The compiled read-only extension, built with `javac` the first time (named by its source's hash)."""
-    import pyspark
-
     source = READ_ONLY_SOURCE.read_bytes()
     jar = cache_dir() / "jars" / f"goldsmith-sql-readonly-{hashlib.sha256(source).hexdigest()[:12]}.jar"
     if jar.exists():
@@ -52,7 +50,7 @@ def read_only_jar() -> Path:
             "goldsmith serve-sql needs a JDK (javac, jar) once, to build its read-only check; install a JDK 17 "
             "or start the server with --writable"
         )
-    spark_jars = Path(pyspark.__file__).parent / "jars"
+    spark_jars = spark_jars_dir()
     log.info("building the read-only SQL check (once): %s", jar)
     with tempfile.TemporaryDirectory() as build:
         subprocess.run(

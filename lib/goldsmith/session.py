@@ -59,11 +59,16 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def delta_jars() -> list[str]:
-    """The Delta jars to add to a new JVM, or [] when Spark's own jars folder already has them."""
+def spark_jars_dir() -> Path:
+    """pyspark's jars folder: the local Spark JVM's class path (set-up also puts Delta's jars there)."""
     import pyspark
 
-    spark_jars = Path(pyspark.__file__).parent / "jars"
+    return Path(pyspark.__file__).parent / "jars"
+
+
+def delta_jars() -> list[str]:
+    """The Delta jars to add to a new JVM, or [] when Spark's own jars folder already has them."""
+    spark_jars = spark_jars_dir()
     if list(spark_jars.glob(f"{DELTA_ARTIFACT}-{DELTA_VERSION}.jar")):
         return []
     folder = cache_dir() / "jars" / f"delta-{DELTA_VERSION}"
