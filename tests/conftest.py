@@ -1,13 +1,20 @@
-"""Shared by every test layer: where the repository is, and goldsmith built as the wheel a cluster receives."""
+"""Shared by every test layer: where the repository is, goldsmith built as the wheel a cluster receives, and the
+one SparkSession of the test process (the Spark tier's tests run in it; the end-to-end tier reads what its
+subprocesses wrote through it)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +44,23 @@ def goldsmith_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  f"{done.stderr[-3000:]}"
     (built,) = out.glob("*.whl")
     return built
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    """One SparkSession for every test: local[2], two shuffle partitions, UI off, Delta on."""
+    from goldsmith.session import build_session
+    from goldsmith.transforms.text import register_sql_functions
+
+    session = build_session(
+        "goldsmith-tests",
+        "local[2]",
+        {
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.memory": "2g",
+        },
+    )
+    register_sql_functions(session)
+    yield session
+    session.stop()

@@ -4,112 +4,115 @@ from __future__ import annotations
 
 import csv
 import shutil
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyspark.sql import SparkSession
 
-from .conftest import BIN, FLIGHTS, MODEL_ARGS, REPO, WEATHER_ROWS, goldsmith, run, sql_row, start_goldsmith
+from .conftest import BAD_LINES, BIN, FLIGHTS, REPO, WEATHER_ROWS, FirstRun, Reader, goldsmith, run
 
 pytestmark = pytest.mark.slow
 
 
-def counts(root: Path) -> dict[str, object]:
-    return sql_row(
-        "select (select count(*) from bronze.flights) as bronze, (select count(*) from silver.flights) as silver,"
-        " (select count(*) from gold.flight_features) as gold,"
-        " (select count(*) from bronze.flights_quarantine) + (select count(*) from silver.flights_quarantine)"
-        "   as quarantined,"
-        " (select count(*) from silver.weather) + (select count(*) from bronze.weather_quarantine)"
-        "   + (select count(*) from silver.weather_quarantine) as weather,"
-        " (select count(*) from ops.ingested_files) as files,"
-        " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
-        " (select count(*) from gold.flight_delay_predictions) as predictions,"
-        " (select count(*) from ops.model_promotions) as promotions,"
-        " (select count(*) from ops.profiles) as profiled_columns,"
-        " (select count(distinct table_name) from ops.profiles) as profiled_tables,"
-        " (select count(*) from ops.bias_metrics) > 0 as bias,"
-        " (select count(*) from ops.slice_metrics) > 0 as slices,"
-        " (select count(*) from ops.monitor_results) as monitor_rows,"
-        # The row for hour H is the report taken up to H:51: complete only at H + 1 hour.
-        " (select count(*) from gold.flight_features"
-        "   where weather_observed_at + interval 1 hour > sched_dep_at) as future_weather",
-        root,
-    )
+COUNTS = (
+    "select (select count(*) from bronze.flights) as bronze, (select count(*) from silver.flights) as silver,"
+    " (select count(*) from gold.flight_features) as gold,"
+    " (select count(*) from bronze.flights_quarantine) + (select count(*) from silver.flights_quarantine)"
+    "   as quarantined,"
+    " (select count(*) from silver.weather) + (select count(*) from bronze.weather_quarantine)"
+    "   + (select count(*) from silver.weather_quarantine) as weather,"
+    " (select count(*) from ops.ingested_files) as files,"
+    " (select count(*) from ops.run_log) + (select count(*) from ops.quality_metrics) as ops_rows,"
+    " (select count(*) from gold.flight_delay_predictions) as predictions,"
+    " (select count(*) from ops.model_promotions) as promotions,"
+    " (select count(*) from ops.profiles) as profiled_columns,"
+    " (select count(distinct table_name) from ops.profiles) as profiled_tables,"
+    " (select count(*) from ops.bias_metrics) > 0 as bias,"
+    " (select count(*) from ops.slice_metrics) > 0 as slices,"
+    " (select count(*) from ops.monitor_results) as monitor_rows,"
+    # The row for hour H is the report taken up to H:51: complete only at H + 1 hour.
+    " (select count(*) from gold.flight_features"
+    "   where weather_observed_at + interval 1 hour > sched_dep_at) as future_weather"
+)
 
 
-def test_flights_run_twice(landing: Path, tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-            *MODEL_ARGS)
-    running = start_goldsmith(*args)
-    # A second process reads the catalog while the pipeline writes it.
-    deadline = time.monotonic() + 600
-    while not (root / "silver" / "flights" / "_delta_log").exists() and running.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    still_running = running.poll() is None
-    seen = sql_row("select count(*) as n from bronze.flights", root)
-    out, err = running.communicate(timeout=900)
-    assert running.returncode == 0, err[-3000:]
-    assert still_running, "the pipeline finished before the reader started: nothing was concurrent"
-    assert seen == {"n": FLIGHTS}
+@pytest.fixture(scope="module")
+def after_first(flights_lake: FirstRun, reader: Reader) -> dict[str, Any]:
+    """The counts the first run left (read before any later test of this module changes the lakehouse)."""
+    return reader.row(COUNTS, flights_lake.root)
+
+
+def test_first_run_writes_every_layer_and_quarantines_the_malformed_lines(
+    flights_lake: FirstRun, after_first: dict[str, Any], reader: Reader,
+) -> None:
+    root, out = flights_lake.root, flights_lake.stdout
+    # `goldsmith sql` in a second process, while the pipeline was writing: bronze was already complete.
+    assert flights_lake.seen_while_running.splitlines() == ["n", str(FLIGHTS)]
     assert "gold.flight_features" in out and 'goldsmith sql "select' in out
-    assert "Model flight_delay version 1 (sklearn-udf" in out and "is champion" in out
+    # The shipped gates decided: ROC AUC >= 0.6 on January 4 and each airport's disparate impact in [0.8, 1.25].
+    assert "Model flight_delay version 1 (sklearn-udf" in out and "is champion" in out, out[-3000:]
+    assert "not champion:" not in out
     assert "test set: roc_auc" in out and "mlflow ui --backend-store-uri sqlite:///" in out
-    after_first = counts(root)
-    window = sql_row("select count(*) as n from gold.flight_features where flight_date >= '2013-01-04'", root)
-    monitor_rows = after_first.pop("monitor_rows")
-    assert after_first == {
-        "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": 0, "weather": WEATHER_ROWS,
+    assert "Drift monitor of flight_delay v1" in out
+    window = reader.row("select count(*) as n from gold.flight_features where flight_date >= '2013-01-04'", root)
+    counts = dict(after_first)
+    monitor_rows = counts.pop("monitor_rows")
+    assert counts == {
+        "bronze": FLIGHTS, "silver": FLIGHTS, "gold": FLIGHTS, "quarantined": len(BAD_LINES),
+        "weather": WEATHER_ROWS,
         # one run; 5 bronze + 5 silver + 1 gold + 1 scored + 6 profiled tables + 1 monitored model
         "files": 5, "ops_rows": 1 + 12 + 6 + 1, "future_weather": 0,
         "predictions": window["n"], "promotions": 2,
         "profiled_columns": 26 + 14 + 12 + 11 + 5 + 32, "profiled_tables": 6, "bias": True, "slices": True,
     }
     assert isinstance(monitor_rows, int) and monitor_rows > 0
-    assert "Drift monitor of flight_delay v1" in out
-    after_first["monitor_rows"] = monitor_rows
+    raw = reader.rows("select raw_record from bronze.flights_quarantine order by raw_record", root)
+    assert [r["raw_record"] for r in raw] == sorted(b.decode() for b in BAD_LINES)
+    assert reader.row("select count(*) as n from silver.flights_quarantine", root) == {"n": 0}
 
+
+def test_report_check_renders_every_section(flights_lake: FirstRun) -> None:
+    root = flights_lake.root
     report = goldsmith("report", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--check")
     assert report.returncode == 0, report.stderr[-3000:]
     assert "sections lineage, profiles, models, bias, slices, drift; 0 broken image(s)" in report.stdout
     assert (root / "_reports" / "flights.html").stat().st_size > 100_000
     assert (root / "_reports" / "flights.png").stat().st_size > 10_000
 
-    second = goldsmith(*args)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stderr.count("no new files") == 5
-    assert "up to date" in second.stderr
-    assert "not retrained" in second.stderr and "already scored" in second.stderr
-    assert "already profiled" in second.stderr and "already checked on the same data" in second.stderr
-    assert counts(root) == after_first
 
-    # The console command of watch: one run (nothing new), then it stops with that run's exit code.
-    watched = goldsmith("watch", "conf/pipelines/flights.yml", "--stages", "ingest,refine,features",
-                        "--max-runs", "1", "--interval", "1", "--set", f"storage.root={root}",
-                        "--set", f"vars.landing={landing}")
+def test_a_second_run_under_watch_changes_nothing(
+    flights_lake: FirstRun, after_first: dict[str, Any], reader: Reader, landing: Path,
+) -> None:
+    # `goldsmith watch` runs every stage once (nothing new), then stops with that run's exit code.
+    root = flights_lake.root
+    versions = {t: reader.version(t, root) for t in ("bronze.flights", "silver.flights", "gold.flight_features",
+                                                     "gold.flight_delay_predictions", "ops.run_log")}
+    watched = goldsmith("watch", "conf/pipelines/flights.yml", "--max-runs", "1", "--interval", "1",
+                        *flights_lake.args[2:])
     assert watched.returncode == 0, watched.stderr[-3000:]
-    assert "watching pipeline flights" in watched.stderr and "nothing new, no table changed" in watched.stderr
-    assert counts(root) == after_first
+    err = watched.stderr
+    assert "watching pipeline flights" in err and "nothing new, no table changed" in err, err[-3000:]
+    assert err.count("no new files") == 5 and "up to date" in err
+    assert "not retrained" in err and "already scored" in err
+    assert "already profiled" in err and "already checked on the same data" in err
+    assert reader.row(COUNTS, root) == after_first
+    assert {t: reader.version(t, root) for t in versions} == versions
 
 
-def test_models_cli_rollback_then_rescore_restores_predictions(landing: Path, tmp_path: Path) -> None:
-    root = tmp_path / "lake"
-    base = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-            *MODEL_ARGS)
-    first = goldsmith(*base)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_models_cli_rollback_then_rescore_restores_predictions(flights_lake: FirstRun, reader: Reader) -> None:
+    root, base = flights_lake.root, flights_lake.args
     checksum = "select count(*) as n, sum(hash(flight_id, prediction, probability)) as h, " \
         "min(model_version) as lo, max(model_version) as hi from gold.flight_delay_predictions"
-    v1 = sql_row(checksum, root)
+    v1 = reader.row(checksum, root)
     assert (v1["lo"], v1["hi"]) == (1, 1)
 
     other = ("--set", "models.flight_delay.trainer={backend: spark-ml, algorithm: logistic_regression}",
-             "--set", "models.flight_delay.gates.min_improvement=-1")
-    second = goldsmith(*base, *other)
+             "--set", "models.flight_delay.gates.min_improvement=-1",
+             "--set", "models.flight_delay.gates.min_metrics={}", "--set", "models.flight_delay.bias.gates={}")
+    second = goldsmith(*base, *other, "--stages", "train,score")
     assert second.returncode == 0, second.stderr[-3000:]
-    v2 = sql_row(checksum, root)
+    v2 = reader.row(checksum, root)
     assert (v2["n"], v2["lo"], v2["hi"]) == (v1["n"], 2, 2) and v2["h"] != v1["h"]
 
     listed = goldsmith("models", "list", "flight_delay", "--root", str(root))
@@ -122,9 +125,9 @@ def test_models_cli_rollback_then_rescore_restores_predictions(landing: Path, tm
     assert "v2 -> v1" in back.stdout
     rescore = goldsmith(*base, *other, "--stages", "score")
     assert rescore.returncode == 0, rescore.stderr[-3000:]
-    assert sql_row(checksum, root) == v1  # the previous champion's predictions, row for row
-    moves = sql_row("select count(*) as n, max_by(action, moved_at) as last, max_by(actor, moved_at) as who "
-                    "from ops.model_promotions", root)
+    assert reader.row(checksum, root) == v1  # the previous champion's predictions, row for row
+    moves = reader.row("select count(*) as n, max_by(action, moved_at) as last, max_by(actor, moved_at) as who "
+                       "from ops.model_promotions", root)
     assert moves["n"] == 5 and moves["last"] == "rollback" and "@" in str(moves["who"])
 
     nothing = goldsmith("models", "rollback", "flight_delay", "--root", str(root))
@@ -132,36 +135,7 @@ def test_models_cli_rollback_then_rescore_restores_predictions(landing: Path, tm
     assert len(nothing.stderr.strip().splitlines()) <= 3
 
 
-def test_injected_malformed_lines_are_quarantined_exactly(landing: Path, tmp_path: Path) -> None:
-    source = (landing / "flights" / "flights.csv").read_bytes().splitlines()
-    bad = [
-        b"2013,1,1,517,515,2,830,819,11,UA,1545,N14228,EWR,IAH,227,1400,5,15",
-        b"2013,1,1,517,515,2,830,819,11,UA,9999,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z,extra",
-        b"2013,1,1,abc,515,2,830,819,11,UA,9998,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z",
-        b'2013,1,1,517,515,2,830,819,11,"UA,9997,N14228,EWR,IAH,227,1400,5,15,2013-01-01T10:00:00Z',
-    ]
-    lines = [source[0], *source[1:1000], bad[0], bad[1], *source[1000:2000], bad[2], bad[3], *source[2000:]]
-    injected = tmp_path / "injected"
-    injected.mkdir()
-    (injected / "flights.csv").write_bytes(b"\n".join(lines) + b"\n")
-    root = tmp_path / "lake"
-    done = goldsmith(
-        "run", "conf/pipelines/flights.yml", "--stages", "ingest,refine", "--set", f"storage.root={root}",
-        "--set", f"vars.landing={landing}", "--set", f"sources.flights.path={injected}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = sql_row(
-        "select (select count(*) from silver.flights) as kept,"
-        " (select count(*) from bronze.flights_quarantine) as quarantined,"
-        " (select concat_ws('|', sort_array(collect_list(raw_record))) from bronze.flights_quarantine) as raw",
-        root,
-    )
-    assert got["kept"] == FLIGHTS
-    assert got["quarantined"] == len(bad)
-    assert str(got["raw"]).split("|") == sorted(b.decode() for b in bad)
-
-
-def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
+def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path, reader: Reader, spark: SparkSession) -> None:
     landing, root = tmp_path / "landing", tmp_path / "lake"
     done = goldsmith("demo-data", "reviews", "--dest", str(landing))
     assert done.returncode == 0, done.stderr
@@ -172,13 +146,15 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
     expected = sum(per_file.values())
     assert expected == 979
 
-    for launcher in ("spark_jobs/ingest.py", "spark_jobs/refine.py"):  # one stage per Spark application
-        submitted = run(
-            str(BIN / "spark-submit"), "--master", "local[2]", launcher, "conf/pipelines/reviews.yml",
-            "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-        )
-        assert submitted.returncode == 0, (submitted.stdout + submitted.stderr)[-3000:]
-    # The whole pipeline: ingest and refine find nothing new; the sentiment model is trained and scores every review.
+    # One stage as its own Spark application (a thin launcher), then the whole pipeline: ingest finds nothing
+    # new, refine and the rest run, the sentiment model is trained with the shipped gates and scores every review.
+    ingest = run(
+        str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/ingest.py", "conf/pipelines/reviews.yml",
+        "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
+    )
+    assert ingest.returncode == 0, (ingest.stdout + ingest.stderr)[-3000:]
+    assert reader.row("select count(*) as n from bronze.reviews", root) == {"n": expected}
+    assert not (root / "silver").exists()
     again = run(
         str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
         "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
@@ -186,11 +162,12 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
     progress = again.stdout
-    assert "no new files" in progress and "up to date" in progress, progress[-3000:]
+    assert "no new files" in progress, progress[-3000:]
     assert "Model review_sentiment version 1 (spark-ml" in progress and "macro_f1" in progress, progress[-3000:]
+    assert "is champion" in progress and "not champion:" not in progress, progress[-3000:]
     assert "test F1 per class: negative" in progress
     assert "label review:" in progress and "gold.review_sentiment_label_review" in progress
-    got = sql_row(
+    got = reader.row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
         " (select count(*) from silver.reviews where review_text rlike '&(#[0-9]+|[a-z]+);') as entities,"
@@ -210,9 +187,18 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path) -> None:
         "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
         "scored": expected, "bad_probs": 0, "same": 0, "flagged": True, "bias_classes": 3, "monitored": True,
     }
-    report = goldsmith("report", "conf/pipelines/reviews.yml", "--set", f"storage.root={root}", "--check")
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "sections lineage, profiles, models, bias, slices, drift; 0 broken image(s)" in report.stdout
+    # The report of a multiclass model (rendered in Chromium by the flights test and the Spark tier): every
+    # section is filled, none failed.
+    from goldsmith.config import load_pipeline
+    from goldsmith.io.lakehouse import Lakehouse
+    from goldsmith.report import write_report
+
+    config = load_pipeline(REPO / "conf/pipelines/reviews.yml", [f"storage.root={root}"])
+    page = write_report(spark, Lakehouse(spark, str(root)), config, tmp_path / "reviews.html").read_text()
+    assert 'class="section-error"' not in page
+    for section in ("lineage", "profiles", "models", "bias", "slices", "drift"):
+        assert f'<section id="{section}">' in page, section
+    assert page.count("data:image/png;base64,") >= 6
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The flights pipeline submitted to a real standalone Spark cluster (a master and two workers on 127.0.0.1,
 scripts/cluster), with the `cluster` overlay: a shared storage path, an MLflow server, goldsmith shipped to the
-executors as its wheel. Its gold tables equal a local-mode run's on the same data."""
+executors as its wheel. Its gold tables equal the local-mode run's on the same data (`flights_lake`)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, FLIGHTS, MODEL_ARGS, free_port, goldsmith, run, sql_row, start
+from .conftest import BIN, CHECKSUMS, FLIGHTS, MODEL_ARGS, FirstRun, Reader, free_port, run, start
 
 pytestmark = pytest.mark.slow
-
-# Per gold table: its row count and a checksum of every column that does not name a run (ids, times).
-CHECKSUMS = {
-    "gold.flight_features": "select count(*) as n, sum(cast(xxhash64(*) as decimal(38, 0))) as h "
-    "from gold.flight_features",
-    "gold.flight_delay_predictions": "select count(*) as n, sum(cast(xxhash64(flight_id, prediction, "
-    "round(probability, 9), model_version) as decimal(38, 0))) as h from gold.flight_delay_predictions",
-}
 
 
 def master_state(webui: int) -> dict[str, object]:
@@ -80,6 +72,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 def test_cluster_run_equals_local_run(
     landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], mlflow_server: str,
+    flights_lake: FirstRun, reader: Reader,
 ) -> None:
     url, webui = cluster
     shared = tmp_path / "shared-lake"
@@ -101,7 +94,7 @@ def test_cluster_run_equals_local_run(
 
     on_cluster = run(
         *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",
-        "--set", f"vars.landing={landing}", *MODEL_ARGS,
+        "--stages", "ingest,refine,features,train,score", "--set", f"vars.landing={landing}", *MODEL_ARGS,
         # 3,000 flights: the overlay's 64 shuffle partitions would be 64 near-empty tasks per shuffle.
         "--set", "spark.conf.spark.sql.shuffle.partitions=4",
         env=env, timeout=1500,
@@ -113,18 +106,11 @@ def test_cluster_run_equals_local_run(
     assert f"open {mlflow_server}" in on_cluster.stdout  # runs and models went to the tracking server
     assert not (shared / "_mlflow").exists()
 
-    local = tmp_path / "local-lake"
-    in_local_mode = goldsmith(
-        "run", "conf/pipelines/flights.yml", "--stages", "ingest,refine,features,train,score",
-        "--set", f"storage.root={local}", "--set", f"vars.landing={landing}", *MODEL_ARGS,
-    )
-    assert in_local_mode.returncode == 0, in_local_mode.stderr[-3000:]
-
     for table, query in CHECKSUMS.items():
-        cluster_sum, local_sum = sql_row(query, shared), sql_row(query, local)
-        assert cluster_sum == local_sum, table
+        cluster_sum = reader.row(query, shared)
+        assert cluster_sum == flights_lake.checksums[table], table
         assert isinstance(cluster_sum["n"], int) and cluster_sum["n"] > 0
-    assert sql_row(CHECKSUMS["gold.flight_features"], shared)["n"] == FLIGHTS
-    registered = sql_row("select count(*) as n, max(to_version) as v from ops.model_promotions "
-                         "where alias = 'champion'", shared)
+    assert flights_lake.checksums["gold.flight_features"]["n"] == FLIGHTS
+    registered = reader.row("select count(*) as n, max(to_version) as v from ops.model_promotions "
+                            "where alias = 'champion'", shared)
     assert registered == {"n": 1, "v": 1}
