@@ -1,2 +1,31 @@
-"""The Spark tier: tests run in the session-scoped `spark` fixture of tests/conftest.py (local[2], two shuffle
-partitions, UI off, Delta on)."""
+"""The Spark tier's shared fixtures. Tests run in the session-scoped `spark` fixture of tests/conftest.py
+(local[2], two shuffle partitions, UI off, Delta on); what several modules build is built once here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from handmade_flights import ETL, Handmade, write_landing
+from items_pipeline import Items
+from pyspark.sql import SparkSession
+
+from goldsmith.config import load_pipeline
+from goldsmith.jobs.pipeline import run_pipeline
+
+
+@pytest.fixture(scope="session")
+def handmade(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, repo: Path) -> Handmade:
+    tmp = tmp_path_factory.mktemp("handmade")
+    landing, lake = tmp / "landing", tmp / "lake"
+    write_landing(landing)
+    run_pipeline(load_pipeline(repo / "conf/pipelines/flights.yml",
+                               [f"storage.root={lake}", f"vars.landing={landing}"]), ETL, spark)
+    rows = spark.read.format("delta").load(str(lake / "gold" / "flight_features")).collect()
+    return Handmade(landing, lake, {r["flight_id"]: r.asDict() for r in rows})
+
+
+@pytest.fixture
+def items(tmp_path: Path) -> Items:
+    """The small items pipeline (items_pipeline.py) under the test's folder, not written yet."""
+    return Items(tmp_path)

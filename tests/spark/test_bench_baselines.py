@@ -1,7 +1,7 @@
 """The benchmark's single-machine baselines compute the same gold table as goldsmith.
 
 scripts/bench compares goldsmith with pandas + scikit-learn and with DuckDB; the comparison means something only
-if they build the same features. On the hand-made flights of test_flight_features (point-in-time weather,
+if they build the same features. On the hand-made flights (handmade_flights.py) (point-in-time weather,
 delay rates with ties, a cancelled and a diverted flight), every feature of every row must agree.
 """
 
@@ -13,11 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
-from test_flight_features import write_landing
-
-from goldsmith.config import load_pipeline
-from goldsmith.jobs.pipeline import run_pipeline
+from handmade_flights import Handmade
 
 SCRIPTS = Path(__file__).parents[2] / "scripts"
 COMPARED = ["route_prior_flights", "route_delay_rate", "carrier_prior_flights", "carrier_delay_rate", "temp_f",
@@ -32,23 +28,18 @@ def same(a: Any, b: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def built(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, repo: Path) -> dict[str, Any]:
+def built(handmade: Handmade, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("baselines")
-    write_landing(tmp / "landing")
-    config = load_pipeline(repo / "conf/pipelines/flights.yml",
-                           [f"storage.root={tmp / 'lake'}", f"vars.landing={tmp / 'landing'}"])
-    run_pipeline(config, ["ingest", "refine", "features"], spark)
-    gold = {r["flight_id"]: r.asDict() for r in spark.read.format("delta")
-            .load(str(tmp / "lake" / "gold" / "flight_features")).collect()}
+    landing, gold = handmade.landing, handmade.gold
     sys.path.insert(0, str(SCRIPTS))
     try:
         import bench_duckdb
         import bench_pandas
     finally:
         sys.path.remove(str(SCRIPTS))
-    duck = bench_duckdb.main(tmp / "landing", tmp / "duckdb")
+    duck = bench_duckdb.main(landing, tmp / "duckdb")
     (tmp / "pandas").mkdir()
-    silver = bench_pandas.refine(bench_pandas.ingest(tmp / "landing", tmp / "pandas"), tmp / "pandas")
+    silver = bench_pandas.refine(bench_pandas.ingest(landing, tmp / "pandas"), tmp / "pandas")
     pandas_gold = bench_pandas.features(silver, tmp / "pandas")
     import duckdb
 

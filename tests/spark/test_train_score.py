@@ -154,3 +154,31 @@ def test_scoring_input_missing_or_mistyped_feature_names_the_column(spark: Spark
         cfg = config(root, (table,), score={"table": f"gold.{table}"})
         with pytest.raises(SchemaMismatch, match=needle):
             run_pipeline(cfg, ["score"], spark)
+
+
+def test_a_version_above_the_floor_but_worse_than_the_champion_stays_challenger(
+    spark: SparkSession, root: Path,
+) -> None:
+    run_pipeline(config(root), ["train"], spark)  # a champion exists (trained above, or now)
+    registry = Registry(activate(tracking_for(f"file:{root}")), None)  # type: ignore[arg-type]
+    champion = registry.alias("toy_model", "champion")
+    assert champion is not None
+    from goldsmith.ml.registry import recorded_test_metrics
+
+    champion_auc = recorded_test_metrics(registry.version("toy_model", champion))["roc_auc"]
+    margin = 0.01
+    # Without the category `c` the model still ranks well (x1 carries most of the signal: ~0.81 against ~0.86 by
+    # scikit-learn on the same split), so it clears the floor of 0.7 and only the champion gate can stop it.
+    weaker = run_pipeline(config(root, features={"numeric": ["x1"]},
+                                 gates={"min_metrics": {"roc_auc": 0.7}, "min_improvement": margin}), ["train"], spark)
+    v = outcome(weaker)
+    auc = v.test_metrics["roc_auc"]
+    assert 0.7 <= auc < champion_auc - margin, (auc, champion_auc)  # the premise: floor cleared, champion not
+    assert v.status == "challenger" and v.version is not None and v.version > champion
+    assert len(v.reasons) == 1 and "does not beat the champion's" in v.reasons[0], v.reasons
+    assert f"{champion_auc:.4f}" in v.reasons[0] and f"margin {margin}" in v.reasons[0]
+    assert registry.alias("toy_model", "champion") == champion
+    assert registry.alias("toy_model", "challenger") == v.version
+    moves = spark.read.format("delta").load(f"{root}/ops/model_promotions").orderBy("moved_at").collect()
+    assert (moves[-1]["alias"], moves[-1]["action"], moves[-1]["from_version"], moves[-1]["to_version"]) == \
+        ("champion", "blocked", champion, v.version)

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from handmade_flights import ETL, add_changes, write_landing
 from pyspark.sql import SparkSession
-from test_flight_features import write_landing
-from test_incremental_gold import ETL, add_changes
 
 from goldsmith.config import load_pipeline
 from goldsmith.jobs.watch import input_signature, watch

@@ -61,9 +61,10 @@ def cli_binary() -> Path:
 def bundle_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     binary = cli_binary()
     if not binary.is_file():
-        if shutil.which("go") is None:
+        # On a developer's machine without Go the schema check cannot run and says so; in CI it must run.
+        if shutil.which("go") is None and os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
             pytest.skip(f"no Databricks CLI at {binary}, and no go on PATH to build it (scripts/databricks-cli/build)")
-        pytest.fail(f"no Databricks CLI at {binary}: run scripts/databricks-cli/build (once, ~3 min)")
+        pytest.fail(f"no Databricks CLI at {binary}: run scripts/databricks-cli/build (once, ~3 min; needs Go)")
     done = subprocess.run([str(binary), "bundle", "schema"], cwd=tmp_path_factory.mktemp("cli"),
                           capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

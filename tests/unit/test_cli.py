@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -44,13 +43,10 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.usefixtures("no_spark")
 def test_validate_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = _pipeline(tmp_path, PIPELINE.replace("format: csv", "format: xml"))
-    start = time.monotonic()
-    code = main(["validate", str(bad)])
-    elapsed = time.monotonic() - start
-    assert code == 2
-    assert elapsed < 5
+    assert main(["validate", str(bad)]) == 2  # refused before any Spark starts (`no_spark`)
     line = _one_error_line(capsys)
     assert "sources.things.format" in line
     assert "tiny.yml" in line
@@ -67,12 +63,10 @@ def test_validate_bad_override_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert "key=value" in _one_error_line(capsys)
 
 
+@pytest.mark.usefixtures("no_spark")
 def test_run_bad_stage_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = _pipeline(tmp_path)
-    start = time.monotonic()
-    code = main(["run", str(good), "--stages", "bogus"])
-    assert time.monotonic() - start < 5
-    assert code == 2
+    assert main(["run", str(good), "--stages", "bogus"]) == 2
     line = _one_error_line(capsys)
     assert "bogus" in line
     assert "ingest, refine, features" in line
@@ -131,6 +125,7 @@ def test_no_command_exits_2() -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.usefixtures("no_spark")
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--interval", "0", "--interval must be more than 0 seconds"),
     ("--max-runs", "0", "--max-runs must be at least 1"),
@@ -138,7 +133,5 @@ def test_no_command_exits_2() -> None:
 ])
 def test_watch_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str,
                                     message: str) -> None:
-    started = time.perf_counter()
-    assert main(["watch", str(_pipeline(tmp_path)), flag, value]) == 2
+    assert main(["watch", str(_pipeline(tmp_path)), flag, value]) == 2  # before any Spark starts (`no_spark`)
     assert message in _one_error_line(capsys)
-    assert time.perf_counter() - started < 5  # refused before any Spark starts
