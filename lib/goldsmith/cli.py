@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from goldsmith import __version__
 from goldsmith.errors import ConfigError, GoldsmithError
+from goldsmith.io.paths import storage_root  # in io.paths: models_cli needs it too, without importing cli
+from goldsmith.io.tables import TableRef
 
 if TYPE_CHECKING:
     from goldsmith.jobs.context import RunContext
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "select count(*) from silver.flights"')
     sql.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sql.add_argument("--limit", type=int, default=1000, help="most rows to print (default 1000)")
+    sql.add_argument("--limit", type=int, default=None, metavar="N",
+                     help="print at most N rows, in any format (default: csv and json write every row, the table "
+                          "view shows 1000); when rows are left out, stderr says so")
 
     serve = sub.add_parser(
         "serve-sql", help="serve the lakehouse's tables over JDBC/ODBC (Spark Thrift server), read-only by default"
@@ -134,11 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def storage_root(arg: str | None) -> str:
-    """`--root`, else $GOLDSMITH_ROOT, else ./lakehouse: the root of commands that take no pipeline file."""
-    return arg or os.environ.get("GOLDSMITH_ROOT") or "lakehouse"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from goldsmith.config import load_pipeline
     from goldsmith.jobs.pipeline import parse_stages, run_pipeline
@@ -168,7 +166,7 @@ def _print_summary(ctx: RunContext) -> None:
     tables = [("bronze", n) for n in config.sources] + [("bronze", f"{n}_quarantine") for n in config.sources]
     tables += [("silver", n) for n in config.silver] + [("silver", f"{n}_quarantine") for n in config.silver]
     tables += [("gold", n) for n in config.gold]
-    tables += [tuple(spec.output_table(n).split(".", 1)) for n, spec in config.models.items()]  # type: ignore[misc]
+    tables += [(r.layer, r.table) for r in (TableRef.parse(spec.output_table(n)) for n, spec in config.models.items())]
     existing = [(layer, name) for layer, name in tables if lakehouse.exists(layer, name)]
     print(f"\nRun {ctx.run_id} of pipeline '{config.name}' finished. Its tables, under {lakehouse.root}:")
     for layer, name in existing:
@@ -259,14 +257,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     from goldsmith.io.lakehouse import Lakehouse
     from goldsmith.session import build_session
+    from goldsmith.sql import check_output, run_query
 
+    check_output(args.format, args.limit)
     root = storage_root(args.root)
     spark = build_session("goldsmith-sql", "local[*]")
     lakehouse = Lakehouse(spark, root)
     lakehouse.attach()
-    from goldsmith.sql import run_query
-
-    run_query(spark, args.query, args.format, args.limit, sys.stdout)
+    run_query(spark, args.query, args.format, args.limit, sys.stdout, sys.stderr)
     return 0
 
 

@@ -49,3 +49,45 @@ class StageFailed(GoldsmithError):
 
 class BackendUnavailable(GoldsmithError):
     """A required component (Delta jars, a training backend) is not installed or not supported."""
+
+
+class QueryError(GoldsmithError):
+    """`goldsmith sql`: the query does not parse, names something that does not exist, or fails while it runs."""
+
+
+class RegistryError(GoldsmithError):
+    """A registry request that cannot be done (no such model or version, nothing to roll back to)."""
+
+    exit_code = 1
+
+
+class GateFailed(GoldsmithError):
+    """A manual promotion refused by the model's gates."""
+
+    exit_code = 1
+
+
+class DeltaLogUnsupported(GoldsmithError):
+    """The pure-Python Delta reader met something it does not read (a table feature, a remote root): use Spark."""
+
+
+class NoChampion(GoldsmithError):
+    """Scoring asked for a champion that does not exist yet."""
+
+    exit_code = 1
+
+
+class DriftDetected(GoldsmithError):
+    """The monitor found a violation and the model's monitor says `on_breach: fail`."""
+
+    exit_code = 3
+
+
+class RenderFailed(GoldsmithError):
+    """Chromium could not open or screenshot the report."""
+
+    exit_code = 1
+
+
+class PortInUse(GoldsmithError):
+    """The port the server should listen on is taken."""

@@ -1,30 +1,80 @@
-"""`goldsmith models list|promote|rollback`: the registry from the command line, every move recorded."""
+"""`goldsmith models list|promote|rollback`: the registry from the command line, every move recorded.
+
+Reading needs no Spark: MLflow's registry is a database, and `ops.model_promotions` of a local lakehouse is read
+by the pure-Python Delta reader. Spark starts only to append a move (promote, rollback) to that Delta table, or
+to read it where the pure reader cannot (remote storage, a table feature it does not read).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from goldsmith.errors import DeltaLogUnsupported, GateFailed
+from goldsmith.io.paths import local_folder, storage_root
 
-def _registry(root: str) -> Any:
+if TYPE_CHECKING:
     from goldsmith.io.lakehouse import Lakehouse
     from goldsmith.io.ops import OpsLog
     from goldsmith.ml.registry import Registry
-    from goldsmith.ml.tracking import activate, tracking_for
-    from goldsmith.session import build_session
 
-    spark = build_session("goldsmith-models", "local[1]")
-    lakehouse = Lakehouse(spark, root)
-    lakehouse.attach()
-    return Registry(activate(tracking_for(lakehouse.root)), OpsLog(lakehouse), run_id="cli")
+log = logging.getLogger("goldsmith")
+
+
+class CommandLineOps:
+    """The `ops.*` records of the command line's lakehouse, whose Spark session starts when first needed."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._ops: OpsLog | None = None
+
+    def _log(self) -> OpsLog:
+        if self._ops is None:
+            from goldsmith.io.lakehouse import Lakehouse
+            from goldsmith.io.ops import OpsLog
+            from goldsmith.session import build_session
+
+            lakehouse = Lakehouse(build_session("goldsmith-models", "local[1]"), self.root)
+            lakehouse.attach()
+            self._ops = OpsLog(lakehouse)
+        return self._ops
+
+    @property
+    def lakehouse(self) -> Lakehouse:
+        """The lakehouse with its Spark session (started now if it was not)."""
+        return self._log().lakehouse
+
+    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows to `ops.<table>` (a Delta commit: Spark starts here)."""
+        self._log().append(table, rows)
+
+    def moves(self) -> list[dict[str, Any]]:
+        """Every row of `ops.model_promotions`: without Spark when the pure reader can, else with Spark."""
+        from goldsmith.ml.registry import local_moves, spark_moves
+
+        try:
+            return local_moves(self.root)
+        except DeltaLogUnsupported as exc:
+            log.info("reading ops.model_promotions with Spark: %s", exc)
+            return spark_moves(self.lakehouse)
+
+
+def _registry(root: str) -> Registry:
+    from goldsmith.ml.tracking import open_registry
+
+    # Absolute, as a Lakehouse qualifies it: MLflow's SQLite database is named by it.
+    absolute = local_folder(root) or root
+    ops = CommandLineOps(absolute)
+    return open_registry(absolute, ops, run_id="cli", read_moves=ops.moves)
 
 
 def run_models_command(args: argparse.Namespace) -> int:
-    from goldsmith.cli import storage_root
-
+    """`goldsmith models <action>`: list, promote or rollback; returns the exit code."""
     registry = _registry(storage_root(args.root))
     if args.models_command == "list":
         return _list(registry, args.name)
@@ -38,7 +88,7 @@ def run_models_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(registry: Any, name: str) -> int:
+def _list(registry: Registry, name: str) -> int:
     from goldsmith.ml.registry import recorded_test_metrics, version_tags
 
     versions = registry.versions(name)
@@ -56,7 +106,7 @@ def _list(registry: Any, name: str) -> int:
               f"{tags.get('goldsmith.backend', ''):<17} {shown:<22} {tags.get('goldsmith.algorithm', '')}")
     history = registry.history(name)
     if history:
-        print("\nalias moves (ops.model_promotions), latest last:")
+        print("\nalias moves (ops.model_promotions, times in UTC), latest last:")
         for move in history[-10:]:
             frm = f"v{move['from_version']}" if move["from_version"] is not None else "none"
             to = f"v{move['to_version']}" if move["to_version"] is not None else "none"
@@ -65,8 +115,8 @@ def _list(registry: Any, name: str) -> int:
     return 0
 
 
-def _promote(registry: Any, name: str, version: int, force: bool, reason: str) -> int:
-    from goldsmith.ml.registry import CHAMPION, GateFailed, check_gates, recorded_test_metrics, version_tags
+def _promote(registry: Registry, name: str, version: int, force: bool, reason: str) -> int:
+    from goldsmith.ml.registry import CHAMPION, check_gates, recorded_test_metrics, version_tags
 
     mv = registry.version(name, version)
     tags = version_tags(mv)

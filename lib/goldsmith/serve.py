@@ -24,18 +24,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from goldsmith.errors import BackendUnavailable, GoldsmithError
-from goldsmith.session import cache_dir, spark_jars_dir
+from goldsmith.errors import BackendUnavailable, PortInUse
+from goldsmith.jvm import cache_dir, spark_jars_dir
 
 log = logging.getLogger(__name__)
 
 READ_ONLY_SOURCE = Path(__file__).parent / "resources" / "ReadOnlyExtension.java"
 READ_ONLY_CLASS = "goldsmith.sql.ReadOnlyExtension"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
-
-
-class PortInUse(GoldsmithError):
-    """The port the server should listen on is taken."""
 
 
 def read_only_jar() -> Path:

@@ -1,4 +1,5 @@
-"""The SparkSession factory: Delta enabled, small-machine defaults, offline Delta jars."""
+"""The SparkSession factory: Delta enabled, small-machine defaults, offline Delta jars (`goldsmith.jvm`), the
+class archive mapped (`goldsmith.class_archive`). It imports nothing above those two."""
 
 from __future__ import annotations
 
@@ -7,17 +8,13 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from goldsmith import class_archive
-from goldsmith.errors import BackendUnavailable
+from goldsmith.jvm import delta_jars, log4j_option
 
 log = logging.getLogger(__name__)
-
-DELTA_VERSION = "4.4.0"
-DELTA_ARTIFACT = "delta-spark_4.1_2.13"
 
 # Settings for a 2-8 core machine; a cluster overlay or `spark.conf` in the pipeline replaces any of them.
 SMALL_MACHINE_DEFAULTS: dict[str, str] = {
@@ -49,36 +46,6 @@ SMALL_MACHINE_DEFAULTS: dict[str, str] = {
     # SPARK-59672): bind them after parsing instead, as Spark 4.0 did.
     "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
 }
-
-
-def cache_dir() -> Path:
-    """Where set-up keeps downloads shared by every clone: `$GOLDSMITH_CACHE` or `~/.cache/goldsmith`."""
-    base = os.environ.get("GOLDSMITH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "goldsmith"
-    )
-    return Path(base)
-
-
-def spark_jars_dir() -> Path:
-    """pyspark's jars folder: the local Spark JVM's class path (set-up also puts Delta's jars there)."""
-    import pyspark
-
-    return Path(pyspark.__file__).parent / "jars"
-
-
-def delta_jars() -> list[str]:
-    """The Delta jars to add to a new JVM, or [] when Spark's own jars folder already has them."""
-    spark_jars = spark_jars_dir()
-    if list(spark_jars.glob(f"{DELTA_ARTIFACT}-{DELTA_VERSION}.jar")):
-        return []
-    folder = cache_dir() / "jars" / f"delta-{DELTA_VERSION}"
-    jars = sorted(str(p) for p in folder.glob("*.jar"))
-    if not jars:
-        raise BackendUnavailable(
-            f"Delta Lake jars not found in {spark_jars} or {folder}; run scripts/setup.sh once (it downloads "
-            "them from Maven Central and caches them)"
-        )
-    return jars
 
 
 def build_session(
@@ -120,11 +87,6 @@ def build_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("GOLDSMITH_SPARK_LOG_LEVEL", "ERROR"))
     return spark
-
-
-def log4j_option() -> str:
-    """The JVM option that points Spark's logging at goldsmith's quiet log4j settings."""
-    return f"-Dlog4j.configurationFile=file:{Path(__file__).parent / 'resources' / 'log4j2.properties'}"
 
 
 def _same_interpreter(python: str) -> bool:

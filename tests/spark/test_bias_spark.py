@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
+from goldsmith.errors import SchemaMismatch
 from goldsmith.quality.bias import BiasResult, CountRow, bias_metrics, check_bias_gates, metrics_from_counts
 
 SCHEMA = "origin STRING, carrier STRING, is_delayed BOOLEAN, predicted BOOLEAN"
@@ -107,7 +108,7 @@ def test_biased_predictions_break_the_gates_and_unbiased_do_not(spark: SparkSess
 
 def test_a_high_cardinality_facet_needs_sensitive(spark: SparkSession) -> None:
     df = spark.range(1001).selectExpr("id AS tail_number", "id % 2 = 0 AS on_time")
-    with pytest.raises(ValueError, match=r"tail_number.*1001 distinct values.*sensitive="):
+    with pytest.raises(SchemaMismatch, match=r"tail_number.*1001 distinct values.*sensitive="):
         bias_metrics(df, facet="tail_number", label="on_time", prediction=None, positive_values=["true"])
     results = bias_metrics(df, facet="tail_number", label="on_time", prediction=None, positive_values=["true"],
                            sensitive=["8"])
@@ -115,5 +116,5 @@ def test_a_high_cardinality_facet_needs_sensitive(spark: SparkSession) -> None:
 
 
 def test_a_missing_column_is_a_clear_error(flights_df: DataFrame) -> None:
-    with pytest.raises(ValueError, match=r"\['dest'\] not found"):
+    with pytest.raises(SchemaMismatch, match=r"\['dest'\] not found"):
         bias_metrics(flights_df, facet="dest", label="is_delayed", prediction=None, positive_values=["true"])

@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
-from goldsmith.errors import ConfigError
+from goldsmith.errors import ConfigError, QueryError
 from goldsmith.jobs.pipeline import run_pipeline
-from goldsmith.sql import QueryError, run_query
+from goldsmith.sql import run_query
 from goldsmith.validate import parse_sql_files
 
 

@@ -37,5 +37,5 @@ def test_a_gold_sql_that_drops_or_fans_out_rows_fails_its_grain_and_is_undone(
         run_pipeline(items.load(), ["features"], spark)
     assert lakehouse.version("gold", "item_facts") == good_version + 4
     assert sorted(tuple(r) for r in lakehouse.read("gold", "item_facts").collect()) == good
-    builds = lakehouse.read("ops", "gold_builds").where("table_name = 'gold.item_facts'").count()
+    builds = lakehouse.read("ops", "gold_builds").where("table_name = 'item_facts'").count()
     assert builds == 1  # failed builds are not recorded as builds

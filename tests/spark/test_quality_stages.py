@@ -17,8 +17,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from goldsmith.config.models import PipelineConfig
+from goldsmith.errors import DriftDetected
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.jobs.monitor import RETRAIN_TAG, DriftDetected, MonitorOutcome
+from goldsmith.jobs.monitor import RETRAIN_TAG, MonitorOutcome
 from goldsmith.jobs.pipeline import run_pipeline
 from goldsmith.jobs.train import TrainOutcome
 from goldsmith.ml.registry import CHAMPION, Registry

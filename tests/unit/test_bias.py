@@ -13,6 +13,7 @@ from fractions import Fraction as Fr
 
 import pytest
 
+from goldsmith.errors import ConfigError, SchemaMismatch
 from goldsmith.quality.bias import (
     POST_TRAINING,
     PRE_TRAINING,
@@ -192,7 +193,7 @@ def test_sensitive_values_form_one_group() -> None:
 
 def test_more_than_1000_facet_values_needs_sensitive() -> None:
     counts: list[CountRow] = [(str(i), None, "1", None, 1) for i in range(1001)]
-    with pytest.raises(ValueError, match="sensitive="):
+    with pytest.raises(SchemaMismatch, match="sensitive="):
         run(counts, sensitive=None)
     assert {(r.n_a, r.n_d) for r in run(counts, sensitive=["7"], post_training=False)} == {(1000, 1)}
 
@@ -240,13 +241,13 @@ def test_a_zero_denominator_gives_nan_only_for_the_metrics_that_divide_by_it() -
 
 
 def test_bad_arguments_raise() -> None:
-    with pytest.raises(ValueError, match="positive_values"):
+    with pytest.raises(ConfigError, match="positive_values"):
         run(CLARIFY, positive_values=[])
-    with pytest.raises(ValueError, match="positive_values"):
+    with pytest.raises(ConfigError, match="positive_values"):
         run(CLARIFY, positive_values="1")
-    with pytest.raises(ValueError, match="sensitive"):
+    with pytest.raises(ConfigError, match="sensitive"):
         run(CLARIFY, sensitive=[])
-    with pytest.raises(ValueError, match="max_facet_values"):
+    with pytest.raises(ConfigError, match="max_facet_values"):
         run(CLARIFY, sensitive=None, max_facet_values=0)
 
 
@@ -270,9 +271,9 @@ def test_gates_report_values_outside_the_limits(caplog: pytest.LogCaptureFixture
 
 
 def test_gates_reject_unknown_metrics_and_inverted_limits() -> None:
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ConfigError, match="unknown metric"):
         check_bias_gates([], {"dpp": (None, 0.2)})
-    with pytest.raises(ValueError, match=r"min 0\.5 > max 0\.1"):
+    with pytest.raises(ConfigError, match=r"min 0\.5 > max 0\.1"):
         check_bias_gates([], {"dpl": (0.5, 0.1)})
 
 

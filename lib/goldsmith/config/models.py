@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from goldsmith.io.tables import TableRef
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
-LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_batch_id")
 
 
 def _check_ident(value: str, what: str) -> str:
@@ -532,8 +533,8 @@ class PipelineConfig(Model):
             for where, ref in (("table", spec.table), ("score.table", spec.score.table)):
                 if ref is None:
                     continue
-                layer, table_name = ref.split(".", 1)
-                if table_name not in (self.silver if layer == "silver" else self.gold):
+                parsed = TableRef.parse(ref)
+                if parsed.table not in (self.silver if parsed.layer == "silver" else self.gold):
                     raise ValueError(f"models.{name}.{where}: {ref} is not a table this pipeline builds")
             if spec.monitor is not None and spec.monitor.period is not None:
                 _check_ident(spec.monitor.period.column, "monitor.period.column")

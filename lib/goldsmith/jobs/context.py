@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pyspark.sql import Observation, SparkSession
 
@@ -16,9 +16,12 @@ from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import OpsCache, OpsLog, now
 from goldsmith.timing import Timer
 
-__all__ = ["RunContext", "TableResult", "Timer", "log", "observed"]
+__all__ = ["RunContext", "TableResult", "TableStatus", "Timer", "log", "observed"]
 
 log = logging.getLogger("goldsmith")
+
+# What a stage did to a table: wrote it, had nothing to do, or rejected its rows (the run then fails).
+TableStatus = Literal["ok", "skipped", "failed"]
 
 
 def observed(observation: Observation) -> dict[str, int] | None:
@@ -43,7 +46,7 @@ class TableResult:
     inserted: int = 0
     updated: int = 0
     rule_violations: dict[str, int] = field(default_factory=dict)
-    status: str = "ok"
+    status: TableStatus = "ok"
     detail: str = ""
     batch_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0

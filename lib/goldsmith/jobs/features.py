@@ -6,9 +6,8 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 from graphlib import CycleError, TopologicalSorter
-from typing import Any
+from typing import Any, Literal
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
@@ -19,13 +18,18 @@ from goldsmith.config.models import GoldTable
 from goldsmith.errors import ConfigError, KeyNotUnique
 from goldsmith.io.lakehouse import CHANGE_FEED
 from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
+from goldsmith.quality.keys import check_grain, check_keys, check_rebuilt_keys
+
+# How `ops.gold_builds` records a build: the whole table, the rows from :since on, or no change at all.
+BuildMode = Literal["full", "incremental", "unchanged"]
 
 
 def build_order(gold: dict[str, GoldTable], sql_texts: dict[str, str]) -> list[str]:
     """Gold tables in dependency order (a table that reads `gold.x` comes after `x`)."""
     graph = {
-        name: {ref.split(".", 1)[1] for ref in sql_table_refs(sql_texts[name]) if ref.startswith("gold.")}
+        name: {TableRef.parse(ref).table for ref in sql_table_refs(sql_texts[name]) if ref.startswith("gold.")}
         for name in gold
     }
     try:
@@ -55,8 +59,8 @@ def input_versions(ctx: RunContext, sql_text: str) -> dict[str, int | None]:
     """The current Delta version of every table the SQL reads."""
     versions: dict[str, int | None] = {}
     for ref in sorted(sql_table_refs(sql_text)):
-        layer, table = ref.split(".", 1)
-        versions[ref] = ctx.lakehouse.version(layer, table)
+        parsed = TableRef.parse(ref)
+        versions[ref] = ctx.lakehouse.version(parsed.layer, parsed.table)
     return versions
 
 
@@ -124,7 +128,9 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
         else:
             assert table.incremental is not None
             total = check_rebuilt_keys(built, name, table.keys, table.incremental.column, since)
-        check_grain(ctx, name, table, total)
+        if table.grain:
+            grain = TableRef.parse(table.grain)
+            check_grain(name, table.grain, total, ctx.lakehouse.read(grain.layer, grain.table))
     except KeyNotUnique:
         ctx.lakehouse.undo_commit("gold", name, previous_version)
         raise
@@ -161,15 +167,15 @@ def incremental_since(
             return None, f"{ref} changed and is not one of incremental.inputs"
         if before is None or version is None or version <= before:
             return None, f"{ref} is at version {version}, not after the last build's {before}"
-        layer, input_table = ref.split(".", 1)
+        changed_table = TableRef.parse(ref)
         try:
-            changed = ctx.lakehouse.changes(layer, input_table, before, version).agg(
+            changed = ctx.lakehouse.changes(changed_table.layer, changed_table.table, before, version).agg(
                 F.unix_micros(F.min(F.col(column))).alias("earliest"),
                 F.count(F.lit(1)).alias("rows"),
                 F.count(F.col(column)).alias("timed"),
             ).first()
         except Exception as exc:  # no change feed for those versions (enabled later, or vacuumed)
-            if ctx.lakehouse.enable_change_feed(layer, input_table):
+            if ctx.lakehouse.enable_change_feed(changed_table.layer, changed_table.table):
                 log.info("  turned on the change feed of %s: later builds can be incremental", ref)
             reason = str(exc).splitlines()[0][:80]
             return None, f"{ref} has no change feed for versions {before + 1}-{version} ({reason})"
@@ -179,19 +185,6 @@ def incremental_since(
         if changed["earliest"] is not None:
             earliest.append(int(changed["earliest"]))
     return (min(earliest), "") if earliest else (None, NOTHING_CHANGED)
-
-
-def check_grain(ctx: RunContext, name: str, table: GoldTable, rows: int) -> None:
-    """The gold table has one row per row of its grain table."""
-    if not table.grain:
-        return
-    layer, grain_table = table.grain.split(".", 1)
-    grain_rows = ctx.lakehouse.read(layer, grain_table).count()
-    if grain_rows != rows:
-        raise KeyNotUnique(
-            f"gold.{name}: {rows:,} rows but its grain {table.grain} has {grain_rows:,}; "
-            "a join fanned out or dropped rows; the build was undone"
-        )
 
 
 def replace_since(ctx: RunContext, name: str, table: GoldTable, new_df: DataFrame, since: int, path: Any) -> int:
@@ -212,7 +205,7 @@ def replace_since(ctx: RunContext, name: str, table: GoldTable, new_df: DataFram
 
 
 def record_build(
-    ctx: RunContext, name: str, fingerprint: dict[str, Any], rows: int | None, mode: str, since: int | None
+    ctx: RunContext, name: str, fingerprint: dict[str, Any], rows: int | None, mode: BuildMode, since: int | None
 ) -> None:
     ctx.ops.append("gold_builds", [{
         "table_name": name, "run_id": ctx.run_id, "inputs": json.dumps(fingerprint, sort_keys=True), "rows": rows,
@@ -223,64 +216,3 @@ def record_build(
 
 def micros_to_datetime(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
-def check_keys(df: DataFrame, name: str, keys: list[str]) -> int:
-    """Row count of `df` (the table's key columns); raise `KeyNotUnique` when `keys` repeat (one pass)."""
-    if not keys:
-        return int(df.count())
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"), F.count_distinct(F.struct(*keys)).alias("distinct_keys")
-    ).first()
-    assert row is not None
-    rows, distinct = int(row["rows"]), int(row["distinct_keys"])
-    if rows != distinct:
-        raise KeyNotUnique(
-            f"gold.{name}: keys ({', '.join(keys)}) repeat: {rows:,} rows, {distinct:,} distinct keys; "
-            "the build was undone"
-        )
-    return rows
-
-
-# A rebuilt part of at most this many rows is broadcast against the kept rows' keys (no shuffle of the table).
-BROADCAST_REBUILT_ROWS = 2_000_000
-
-
-def check_rebuilt_keys(
-    df: DataFrame, name: str, keys: list[str], column: str, since: int,
-    broadcast_up_to: int = BROADCAST_REBUILT_ROWS,
-) -> int:
-    """Row count of the table `df` after an incremental build; raise `KeyNotUnique` when a key repeats among
-    the rebuilt rows (`column` at or after `since`) or is also on a kept row.
-
-    The kept rows were unique when they were built, so only the rebuilt part is counted; it is then matched
-    against the kept rows' keys, broadcast when small: a scan of the key columns, not a distinct count of the
-    whole table."""
-    if not keys:
-        return int(df.count())
-    total = int(df.count())  # from the Delta log's file statistics, no scan
-    # A plain comparison (null is not rebuilt), so the scan skips the files of rows before :since.
-    is_rebuilt = F.col(column) >= F.timestamp_micros(F.lit(since))
-    # One pass over the rebuilt part: its rows and their distinct keys.
-    row = df.where(is_rebuilt).agg(
-        F.count(F.lit(1)).alias("rebuilt"), F.count_distinct(F.struct(*keys)).alias("distinct_keys"),
-    ).first()
-    assert row is not None
-    rebuilt_rows, distinct = int(row["rebuilt"]), int(row["distinct_keys"])
-    if rebuilt_rows != distinct:
-        raise KeyNotUnique(
-            f"gold.{name}: keys ({', '.join(keys)}) repeat among the rebuilt rows: {rebuilt_rows:,} rows, "
-            f"{distinct:,} distinct keys; the build was undone"
-        )
-    rebuilt_df = df.where(is_rebuilt).select(*keys)
-    probe = F.broadcast(rebuilt_df) if rebuilt_rows <= broadcast_up_to else rebuilt_df
-    kept = df.where(~F.coalesce(is_rebuilt, F.lit(False))).select(*keys).alias("kept")
-    same_key = [F.col(f"kept.`{k}`").eqNullSafe(F.col(f"rebuilt.`{k}`")) for k in keys]
-    clashes = kept.join(probe.alias("rebuilt"), reduce(lambda a, b: a & b, same_key), "left_semi").count()
-    if clashes:
-        raise KeyNotUnique(
-            f"gold.{name}: {clashes:,} kept row(s) before :since have the key ({', '.join(keys)}) of a rebuilt "
-            "row (an incremental SQL must return every row at or after :since and only those); the build was "
-            "undone"
-        )
-    return total

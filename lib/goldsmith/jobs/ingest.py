@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from pyspark.sql import DataFrame, Observation
+from pyspark.sql import Observation
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructType
 
-from goldsmith.config.models import LINEAGE_COLUMNS, SourceConfig
-from goldsmith.io.landing import CORRUPT_COLUMN, list_files, read_source
+from goldsmith.config.models import SourceConfig
+from goldsmith.io.landing import list_files, read_source
 from goldsmith.io.ops import now
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log, observed
 from goldsmith.jobs.parallel import for_each_table
-from goldsmith.transforms.records import (
-    QUARANTINE_COLUMNS,
-    csv_malformed_reason,
-    has_invalid_encoding,
-    with_unparsable_detail,
-)
+from goldsmith.transforms.lineage import LINEAGE_COLUMNS, with_lineage
+from goldsmith.transforms.quarantine import to_bronze_quarantine
+from goldsmith.transforms.records import with_malformed_flag
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -67,7 +61,7 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     written = ctx.lakehouse.write(good_df, "bronze", name)
     counts = observed(observation) or marked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     quarantined: dict[str, str] = {}
-    bad_df = marked_df.where(F.col("_is_malformed")).transform(to_quarantine_records, source, schema, ctx.run_id, name)
+    bad_df = marked_df.where(F.col("_is_malformed")).transform(to_bronze_quarantine, source, schema, ctx.run_id, name)
     if counts["malformed"]:
         quarantined = ctx.lakehouse.write(bad_df, "bronze", f"{name}_quarantine")
     elif not ctx.lakehouse.exists("bronze", f"{name}_quarantine"):
@@ -87,46 +81,3 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
         "run_id": ctx.run_id, "ingested_at": now(), "batch_rows": result.records_out,
     } for f in new])
     return result
-
-
-def with_lineage(df: DataFrame, batch_id: str, ingested_at: datetime) -> DataFrame:
-    """Add `_ingested_at` and `_batch_id` (`_source_file` comes from the reader)."""
-    return df.withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp")).withColumn(
-        "_batch_id", F.lit(batch_id)
-    )
-
-
-def with_malformed_flag(df: DataFrame, schema: StructType) -> DataFrame:
-    """`_is_malformed`: the reader could not parse the record, or a text field holds invalid UTF-8."""
-    text_columns = [F.col(f.name) for f in schema.fields if isinstance(f.dataType, StringType)]
-    return df.withColumn(
-        "_is_malformed", F.col(CORRUPT_COLUMN).isNotNull() | has_invalid_encoding(text_columns)
-    )
-
-
-def to_quarantine_records(
-    df: DataFrame, source: SourceConfig, schema: StructType, run_id: str, name: str
-) -> DataFrame:
-    """Malformed rows as quarantine records: the raw record and the reason it was rejected."""
-    # A row that parsed but has invalid UTF-8 has no raw text from the reader: keep its parsed fields.
-    raw = F.coalesce(F.col(CORRUPT_COLUMN), F.to_json(F.struct(*schema.fieldNames())))
-    options = {**source.options}
-    if source.format == "csv":
-        reason = F.when(F.col(CORRUPT_COLUMN).isNull(), F.lit("invalid UTF-8 byte sequence in a text field")) \
-            .otherwise(csv_malformed_reason(F.col(CORRUPT_COLUMN), schema, options))
-    else:
-        reason = F.when(F.col(CORRUPT_COLUMN).isNull(), F.lit("invalid UTF-8 byte sequence in a text field")) \
-            .otherwise(F.lit(f"malformed {source.format.upper()} record or a value of the wrong type"))
-    quarantine_df = df.select(
-        *LINEAGE_COLUMNS,
-        F.lit(run_id).alias("_run_id"),
-        F.lit("bronze").alias("layer"),
-        F.lit(name).alias("table_name"),
-        F.lit("parse").alias("rule"),
-        F.lit("quarantine").alias("action"),
-        reason.alias("reason"),
-        raw.alias("raw_record"),
-    )
-    if source.format == "csv":
-        quarantine_df = with_unparsable_detail(quarantine_df, "raw_record", "reason", schema, options)
-    return quarantine_df.select(*QUARANTINE_COLUMNS)

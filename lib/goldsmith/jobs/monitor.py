@@ -11,8 +11,9 @@ the window (`monitor.period`) and for the whole window (`all`), go to `ops.monit
 - performance: the primary metric on the labelled window rows against the champion's test value.
 
 A value above its threshold (or a metric worse than the test value by more than `performance_drop`) is a
-violation, except in periods with fewer than `min_rows` rows. On a violation the stage fails (`on_breach: fail`,
-exit code 3) or tags the champion version `goldsmith.retrain_requested` (`on_breach: flag`).
+violation, except in periods with fewer than `min_rows` rows (`goldsmith.monitor.breaches`). On a violation the
+stage fails (`on_breach: fail`, exit code 3) or tags the champion version `goldsmith.retrain_requested`
+(`on_breach: flag`).
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from goldsmith.config.models import LOWER_IS_BETTER, ModelSpec, MonitorConfig
-from goldsmith.errors import GoldsmithError
+from goldsmith.config.models import ModelSpec, MonitorConfig
+from goldsmith.errors import DriftDetected
 from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
-from goldsmith.ml.base import LABEL, PRED, PROBA, Problem
+from goldsmith.ml.base import LABEL, PRED, PROBA, Predictor, Problem
 from goldsmith.ml.loading import load_predictor
 from goldsmith.ml.metrics import (
     classification_metrics,
@@ -38,31 +40,52 @@ from goldsmith.ml.metrics import (
     grouped_regression_sums,
     regression_metrics,
 )
+from goldsmith.ml.prepare import SPLIT, label_columns, with_split
 from goldsmith.ml.registry import CHAMPION, Registry, recorded_test_metrics, version_tags
-from goldsmith.ml.tracking import activate, tracking_for
+from goldsmith.ml.tracking import open_registry
+from goldsmith.monitor.breaches import (
+    Check,
+    CheckKind,
+    MonitorRun,
+    drift_checks,
+    performance_checks,
+    violations,
+)
 from goldsmith.monitor.drift import DriftResult, drift_metrics
 
 PERIOD = "_period"
 PREDICTION = "prediction"
 RETRAIN_TAG = "goldsmith.retrain_requested"
 
-
-class DriftDetected(GoldsmithError):
-    """The monitor found a violation and the model's monitor says `on_breach: fail`."""
-
-    exit_code = 3
+# What monitoring one model found: no violation, a violation, or nothing checked (no scored champion, or the same
+# inputs as the last check, whose violations are reported again).
+MonitorStatus = Literal["ok", "breached", "skipped"]
 
 
 @dataclass
 class MonitorOutcome:
-    """What monitoring one model found, for the run summary."""
+    """What monitoring one model did, for the run summary."""
 
     name: str
     version: int
-    status: str  # ok | breached | skipped
+    status: MonitorStatus
     checks: int = 0
     breaches: list[str] = field(default_factory=list)
     action: str = ""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The scored champion of one model and what its check reads: the training table at the version the champion
+    was trained on (`baseline_version`), the scoring input (`window`) and its predictions (`output`). `inputs` is
+    their fingerprint (JSON): the same inputs as the last check mean nothing new to check."""
+
+    version: int
+    model_version: Any  # MLflow's ModelVersion
+    baseline_version: int | None
+    window: TableRef
+    output: TableRef
+    inputs: str
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -110,54 +133,91 @@ def _last_check(ctx: RunContext, name: str) -> dict[str, Any] | None:
 
 
 def monitor_model(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[TableResult, MonitorOutcome | None]:
+    """Check the champion of one model: its baseline and window, their drift and realised metric, the violations
+    (`goldsmith.monitor.breaches`), recorded in `ops.monitor_results`."""
     config = spec.monitor
     assert config is not None
     result = TableResult(stage="monitor", table=f"model {name}")
-    client = activate(tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri))
-    registry = Registry(client, ctx.ops, ctx.run_id)
-    version = registry.alias(name, CHAMPION)
-    output = spec.output_table(name)
-    out_layer, out_table = output.split(".", 1)
-    if version is None or not ctx.lakehouse.exists(out_layer, out_table):
+    registry = open_registry(ctx.lakehouse.root, ctx.ops, ctx.config.storage.tracking_uri, ctx.run_id)
+    champion = scored_champion(ctx, registry, name, spec, config)
+    if champion is None:
         result.status, result.detail = "skipped", "no champion scored yet"
         log.info("  model %s: no scored champion yet, nothing to monitor", name)
         return result, None
+    version = champion.version
+    last = _last_check(ctx, name)
+    if last is not None and last["inputs"] == champion.inputs:
+        result.status, result.detail = "skipped", f"v{version} already checked on the same data"
+        log.info("  model %s: champion v%d already checked on the same data (run %s)", name, version, last["run_id"])
+        status: MonitorStatus = "breached" if last["breaches"] else "skipped"
+        return result, MonitorOutcome(name, version, status, 0, last["breaches"], "already checked")
+
+    predictor = load_predictor(registry.client, name, version, spec)
+    baseline, window = baseline_and_window(ctx, spec, config, champion)
+    found, performance = measure(predictor, spec, config, baseline, window)
+    checks = [
+        *drift_checks(found, {str(k): v for k, v in config.thresholds.items()}, config.min_rows, spec.label),
+        *performance_checks(performance, spec.metric, recorded_test_metrics(champion.model_version).get(spec.metric),
+                            config.performance_drop, config.min_rows),
+    ]
+    outcome = record_checks(ctx, registry, name, spec, champion, checks)
+    result.records_in = result.records_out = outcome.checks
+    result.detail = f"{len(outcome.breaches)} violation(s)"
+    ctx.record(result)
+    return result, outcome
+
+
+def scored_champion(
+    ctx: RunContext, registry: Registry, name: str, spec: ModelSpec, config: MonitorConfig,
+) -> Champion | None:
+    """The model's champion and the inputs of its check, or None when there is no champion or nothing scored."""
+    version = registry.alias(name, CHAMPION)
+    output = TableRef.parse(spec.output_table(name))
+    if version is None or not ctx.lakehouse.exists(output.layer, output.table):
+        return None
     mv = registry.version(name, version)
     tags = version_tags(mv)
-    layer, table = (spec.score.table or spec.table).split(".", 1)
-    train_layer, train_table = spec.table.split(".", 1)
+    window = TableRef.parse(spec.score.table or spec.table)
     baseline_version = int(tags["goldsmith.table_version"]) if tags.get("goldsmith.table_version", "None") != "None" \
         else None
     inputs = json.dumps({
         "champion": version, "baseline": f"{spec.table}@v{baseline_version}",
-        "window_table": f"{layer}.{table}@v{ctx.lakehouse.version(layer, table)}",
-        "predictions": f"{output}@v{ctx.lakehouse.version(out_layer, out_table)}",
+        "window_table": f"{window}@v{ctx.lakehouse.version(window.layer, window.table)}",
+        "predictions": f"{output}@v{ctx.lakehouse.version(output.layer, output.table)}",
         "config": config.model_dump(mode="json"),
     }, sort_keys=True)
-    last = _last_check(ctx, name)
-    if last is not None and last["inputs"] == inputs:
-        result.status, result.detail = "skipped", f"v{version} already checked on the same data"
-        log.info("  model %s: champion v%d already checked on the same data (run %s)", name, version, last["run_id"])
-        status = "breached" if last["breaches"] else "skipped"
-        return result, MonitorOutcome(name, version, status, 0, last["breaches"], "already checked")
+    return Champion(version, mv, baseline_version, window, output, inputs)
 
-    predictor = load_predictor(client, name, version, spec)
-    problem = predictor.problem
-    from goldsmith.jobs.train import label_columns, with_split
 
-    source = ctx.lakehouse.read(train_layer, train_table, baseline_version)
+def baseline_and_window(
+    ctx: RunContext, spec: ModelSpec, config: MonitorConfig, champion: Champion,
+) -> tuple[DataFrame, DataFrame]:
+    """The baseline (the training split of the training table at the champion's version) and the window (the rows
+    the champion scored, with today's features and labels, and `_period` when the monitor has a period)."""
+    train = TableRef.parse(spec.table)
+    source = ctx.lakehouse.read(train.layer, train.table, champion.baseline_version)
     labelled = source.where(F.col(spec.label).isNotNull())
     if spec.where:
         labelled = labelled.where(F.expr(spec.where))
-    baseline = with_split(labelled, spec).where(F.col("_split") == "train")
+    baseline = with_split(labelled, spec).where(F.col(SPLIT) == "train")
     # The rows the champion scored, with today's features and labels (predicted again below: the same model on
     # the same features gives the same probabilities, and the baseline is predicted the same way).
-    scored = ctx.lakehouse.read(out_layer, out_table).where(F.col("model_version") == version).select(*spec.keys)
-    window = ctx.lakehouse.read(layer, table).join(scored, [*spec.keys], "inner")
+    output = champion.output
+    scored = (ctx.lakehouse.read(output.layer, output.table).where(F.col("model_version") == champion.version)
+              .select(*spec.keys))
+    window = ctx.lakehouse.read(champion.window.layer, champion.window.table).join(scored, [*spec.keys], "inner")
     period = _period(config)
     if period is not None:
         window = window.withColumn(PERIOD, period)
+    return baseline, window
 
+
+def measure(
+    predictor: Predictor, spec: ModelSpec, config: MonitorConfig, baseline: DataFrame, window: DataFrame,
+) -> tuple[list[tuple[CheckKind, DriftResult]], dict[str, tuple[float, int]]]:
+    """Both sides predicted by the champion: the drift of the features, the prediction and (once labels arrive)
+    the label, and the realised primary metric per period ({period: (value, labelled rows)})."""
+    problem = predictor.problem
     names = config.features or [f for f in spec.features.all if f not in spec.features.text]
     numeric = [f for f in names if f in spec.features.numeric]
     categorical = [f for f in names if f in spec.features.categorical]
@@ -170,8 +230,8 @@ def monitor_model(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[TableRes
     win_pred = predictor.transform(window).withColumns(extra).withColumns(typed)
     win_pred = win_pred.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        period_name = PERIOD if period is not None else None
-        found: list[tuple[str, DriftResult]] = []
+        period_name = PERIOD if config.period is not None else None
+        found: list[tuple[CheckKind, DriftResult]] = []
         drift = drift_metrics(
             base_pred, win_pred, numeric=[*numeric, *([PREDICTION] if prediction_kind == "numeric" else [])],
             categorical=[*categorical, *([PREDICTION] if prediction_kind == "categorical" else [])],
@@ -194,49 +254,35 @@ def monitor_model(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[TableRes
     finally:
         base_pred.unpersist()
         win_pred.unpersist()
+    return found, performance
 
-    champion_test = recorded_test_metrics(mv).get(spec.metric)
-    at = now()
-    rows = []
-    breaches = []
-    window_text = spec.score.where or "(all rows)"
-    baseline_text = f"{spec.table}@v{baseline_version} train split"
-    for kind, r in found:
-        threshold = config.thresholds.get(r.metric)  # type: ignore[call-overload]
-        breached = bool(threshold is not None and not math.isnan(r.value) and r.value > threshold
-                        and r.window_rows >= config.min_rows)
-        column = spec.label if kind == "label" else r.column
-        rows.append(_row(ctx, name, version, baseline_text, window_text, r.period, kind, column, r.metric, r.value,
-                         threshold, breached, r.baseline_rows, r.window_rows, inputs, at))
-        if breached:
-            breaches.append(f"{kind} {column} {r.metric} {r.value:.3f} > {threshold:.3f} ({r.period})")
-    for period_value, (value, n) in sorted(performance.items()):
-        threshold = None
-        breached = False
-        if champion_test is not None and config.performance_drop is not None:
-            lower = spec.metric in LOWER_IS_BETTER
-            threshold = champion_test + config.performance_drop if lower else champion_test - config.performance_drop
-            breached = bool(not math.isnan(value) and n >= config.min_rows
-                            and (value > threshold if lower else value < threshold))
-        rows.append(_row(ctx, name, version, baseline_text, window_text, period_value, "performance", spec.metric,
-                         spec.metric, value, threshold, breached, None, n, inputs, at))
-        if breached:
-            breaches.append(f"performance {spec.metric} {value:.3f} vs test {champion_test:.3f} "
-                            f"(drop > {config.performance_drop}) ({period_value})")
+
+def record_checks(
+    ctx: RunContext, registry: Registry, name: str, spec: ModelSpec, champion: Champion, checks: list[Check],
+) -> MonitorOutcome:
+    """Append the checks to `ops.monitor_results`, log them, and act on violations (`on_breach: flag` tags the
+    champion version for retraining; `fail` is raised by `run` once every model is checked)."""
+    config = spec.monitor
+    assert config is not None
+    version = champion.version
+    monitor_run = MonitorRun(
+        run_id=ctx.run_id, pipeline=ctx.config.name, model_name=name, model_version=version,
+        baseline=f"{spec.table}@v{champion.baseline_version} train split",
+        score_window=spec.score.where or "(all rows)", inputs=champion.inputs, checked_at=now(),
+    )
+    rows = [monitor_run.row(check) for check in checks]
+    breaches = violations(checks)
     ctx.ops.append("monitor_results", rows)
-    result.records_in = result.records_out = len(rows)
-    result.detail = f"{len(breaches)} violation(s)"
     _log_summary(name, version, rows, breaches)
     outcome = MonitorOutcome(name, version, "breached" if breaches else "ok", len(rows), breaches)
     if breaches and config.on_breach == "flag":
-        client.set_model_version_tag(name, str(version), RETRAIN_TAG, json.dumps(
+        registry.client.set_model_version_tag(name, str(version), RETRAIN_TAG, json.dumps(
             {"run_id": ctx.run_id, "violations": breaches[:20]}))
         outcome.action = f"champion v{version} tagged {RETRAIN_TAG}"
         log.warning("  model %s: champion v%d flagged for retraining (%d violations)", name, version, len(breaches))
     elif breaches:
         outcome.action = "stage failed"
-    ctx.record(result)
-    return result, outcome
+    return outcome
 
 
 def _prediction_kind(problem: Problem) -> str:
@@ -279,18 +325,6 @@ def _performance(labelled: DataFrame, problem: Problem, spec: ModelSpec,
         if total_sums is not None:
             found["all"] = (regression_metrics(total_sums).get(spec.metric, math.nan), total_sums.n)
     return found
-
-
-def _row(ctx: RunContext, name: str, version: int, baseline: str, window: str, period: str, kind: str, column: str,
-         metric: str, value: float, threshold: float | None, breached: bool, baseline_rows: int | None,
-         window_rows: int | None, inputs: str, at: Any) -> dict[str, Any]:
-    return {
-        "run_id": ctx.run_id, "pipeline": ctx.config.name, "model_name": name, "model_version": version,
-        "baseline": baseline, "score_window": window, "period": period, "kind": kind, "column_name": column,
-        "metric": metric, "value": None if value is None or math.isnan(value) else float(value),
-        "threshold": threshold, "breached": breached, "baseline_rows": baseline_rows, "window_rows": window_rows,
-        "inputs": inputs, "checked_at": at,
-    }
 
 
 def _log_summary(name: str, version: int, rows: list[dict[str, Any]], breaches: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
@@ -17,6 +18,10 @@ from goldsmith.jobs import features, ingest, monitor, profile, refine, score, tr
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session
 from goldsmith.transforms.text import register_sql_functions
+
+# How a run ended in `ops.run_log`: every stage done, a data failure (a `GoldsmithError`, or Spark rejecting a
+# stage's data), or a bug.
+RunStatus = Literal["ok", "failed", "error"]
 
 STAGES: dict[str, Callable[[RunContext], list[TableResult]]] = {
     "ingest": ingest.run,
@@ -78,7 +83,8 @@ def run_pipeline(
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
-    status, message = "ok", ""
+    status: RunStatus = "ok"
+    message = ""
     with Timer() as total:
         try:
             for stage in chosen:

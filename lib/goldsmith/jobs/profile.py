@@ -9,6 +9,7 @@ from typing import Any
 from pyspark.sql import functions as F
 
 from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
 from goldsmith.quality.profile import profile_frame
 
@@ -32,20 +33,20 @@ def run(ctx: RunContext) -> list[TableResult]:
     columns: list[dict[str, Any]] = []
     correlations: list[dict[str, Any]] = []
     for ref in ctx.config.profiled_tables():
-        layer, table = ref.split(".", 1)
+        table = TableRef.parse(ref)
         result = TableResult(stage="profile", table=ref)
-        if not ctx.lakehouse.exists(layer, table):
+        if not ctx.lakehouse.exists(table.layer, table.table):
             result.status, result.detail = "skipped", "not built yet"
             log.info("  %-34s not built yet, not profiled", ref)
             results.append(result)
             continue
-        version = ctx.lakehouse.version(layer, table)
+        version = ctx.lakehouse.version(table.layer, table.table)
         if version is not None and done.get(ref) == version:
             result.status, result.detail = "skipped", f"v{version} already profiled"
             log.info("  %-34s v%s already profiled", ref, version)
             results.append(result)
             continue
-        profile = profile_frame(ctx.lakehouse.read(layer, table), top_k=config.top_values,
+        profile = profile_frame(ctx.lakehouse.read(table.layer, table.table), top_k=config.top_values,
                                 bins=config.histogram_bins, correlation_columns=config.correlation_columns)
         common = {"run_id": ctx.run_id, "pipeline": ctx.config.name, "table_name": ref, "table_version": version,
                   "profiled_at": now()}

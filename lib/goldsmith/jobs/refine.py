@@ -4,30 +4,62 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
-from goldsmith.config.models import LINEAGE_COLUMNS, Expectation, SilverTable
+from goldsmith.config.models import Expectation, SilverTable
 from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed
 from goldsmith.io.lakehouse import CHANGE_FEED
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log, observed
 from goldsmith.jobs.parallel import for_each_table
 from goldsmith.quality.expectations import (
     any_of,
-    failed_rule_names,
     flag_column,
     key_rule,
     with_duplicate_flag,
     with_expectation_flags,
 )
-from goldsmith.transforms.records import QUARANTINE_COLUMNS
+from goldsmith.transforms.lineage import LINEAGE_COLUMNS
+from goldsmith.transforms.quarantine import to_silver_quarantine
 
 INPUT_VIEW = "bronze_batch"
 INTERNAL_COLUMNS = ("_dropped", "_duplicate")
 KEPT = "not _dropped and not _duplicate"  # the rows a batch writes to silver
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The pending bronze batches of one silver table, checked and ready to write.
+
+    `checked_df` has the expectation flags, `_dropped` and `_duplicate`. `rejected_from` is where the quarantined
+    rows are read from: the flagged rows before the dedup window when the batch was not kept in memory.
+    `recorded_rows` is the batches' bronze row count as ingest recorded it (None: not on record), checked
+    against the SQL's rows without a scan; `count_bronze` counts bronze when it is missing or disagrees.
+    """
+
+    name: str
+    table: SilverTable
+    expectations: list[Expectation]
+    checked_df: DataFrame
+    rejected_from: DataFrame
+    create: bool  # the table does not exist yet: created in one pass, undone when a check fails
+    pending: list[str]
+    started: float
+    recorded_rows: int | None
+    count_bronze: Callable[[], int]
+
+    @property
+    def silver_columns(self) -> list[str]:
+        """The columns silver keeps (the flags and internal columns left out)."""
+        return [c for c in self.checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
+
+    def quarantine(self, rows_df: DataFrame, run_id: str, actions: tuple[str, ...]) -> DataFrame:
+        """`rows_df` (rows of `rejected_from`) as quarantine records of the rules with these actions."""
+        return to_silver_quarantine(rows_df, run_id, self.name, self.expectations, actions, self.silver_columns)
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -76,11 +108,13 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     create = not lakehouse.exists("silver", name)
     if not create:
         checked_df = checked_df.persist(StorageLevel.MEMORY_AND_DISK)
+    batch = Batch(
+        name, table, expectations, checked_df, rejected_from=flagged_df if create else checked_df, create=create,
+        pending=pending, started=started, recorded_rows=ctx.ops.batch_rows(source, pending),
+        count_bronze=bronze_df.count,
+    )
     try:
-        return _check_and_write(
-            ctx, name, table, expectations, checked_df, flagged_df if create else checked_df, create,
-            pending, started, ctx.ops.batch_rows(source, pending), bronze_df.count,
-        )
+        return _check_and_write(ctx, batch)
     finally:
         checked_df.unpersist()
         ctx.spark.catalog.dropTempView(INPUT_VIEW)
@@ -102,95 +136,81 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
     return df
 
 
-def _check_and_write(
-    ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation],
-    checked_df: DataFrame, rejected_from: DataFrame, create: bool, pending: list[str], started: float,
-    recorded_rows: int | None, count_bronze: Callable[[], int],
-) -> TableResult:
-    """Count, check, quarantine and write (create or MERGE) one batch. `rejected_from` is where the
-    quarantined rows are read from: the flagged rows before the dedup window when the batch was not kept.
-    `recorded_rows` is the batches' bronze row count as ingest recorded it (None: not on record), checked
-    against the SQL's rows without a scan; `count_bronze` counts bronze when it is missing or disagrees."""
-    lakehouse = ctx.lakehouse
-    previous = None if create else lakehouse.version("silver", name)
+def _check_and_write(ctx: RunContext, batch: Batch) -> TableResult:
+    """Count, check, quarantine and write (create or MERGE) one batch."""
+    lakehouse, name = ctx.lakehouse, batch.name
+    previous = None if batch.create else lakehouse.version("silver", name)
     tally = [
         F.count(F.lit(1)).alias("records_in"),
         F.sum(F.col("_dropped").cast("long")).alias("dropped"),
         F.sum(F.col("_duplicate").cast("long")).alias("duplicates"),
-        *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in expectations],
+        *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in batch.expectations],
     ]
-    silver_columns = [c for c in checked_df.columns if not c.startswith(("_fails_", *INTERNAL_COLUMNS))]
+    silver_columns = batch.silver_columns
     written: dict[str, str] = {}
-    if create:
+    if batch.create:
         observation = Observation(f"refine-{name}-{ctx.run_id}")
-        rows_df = checked_df.observe(observation, *tally).where(KEPT)
+        rows_df = batch.checked_df.observe(observation, *tally).where(KEPT)
         written = lakehouse.write(rows_df.select(*silver_columns), "silver", name, mode="append",
                                   options={CHANGE_FEED: "true"})
-        counts = observed(observation) or checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
+        counts = observed(observation) or batch.checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     else:
-        counts = checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
+        counts = batch.checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     try:
-        result = _checked_result(ctx, name, table, expectations, counts, rejected_from, pending, started,
-                                 recorded_rows, count_bronze, silver_columns, previous)
+        result = _checked_result(ctx, batch, counts, previous)
     except (AccountingError, ExpectationFailed):
-        if create:  # the rows just written fail a check: the table is not created
+        if batch.create:  # the rows just written fail a check: the table is not created
             lakehouse.undo_commit("silver", name, None)
         raise
 
     if int(counts["dropped"] or 0):
         quarantined = lakehouse.write(
-            to_quarantine(rejected_from.where("_dropped"), ctx.run_id, name, expectations, ("drop",),
-                          silver_columns),
+            batch.quarantine(batch.rejected_from.where("_dropped"), ctx.run_id, ("drop",)),
             "silver", f"{name}_quarantine",
         )
         result.quarantined = int(quarantined.get("numOutputRows", 0))
     elif not lakehouse.exists("silver", f"{name}_quarantine"):
-        schema = to_quarantine(rejected_from, ctx.run_id, name, expectations, ("drop",), silver_columns).schema
+        schema = batch.quarantine(batch.rejected_from, ctx.run_id, ("drop",)).schema
         lakehouse.create_empty("silver", f"{name}_quarantine", schema)
-    if create:
+    if batch.create:
         result.records_out = result.inserted = int(written.get("numOutputRows", 0))
     else:
-        rows_df = checked_df.where(KEPT).select(*silver_columns)
-        merged = merge_into_silver(ctx, name, table, rows_df)
+        rows_df = batch.checked_df.where(KEPT).select(*silver_columns)
+        merged = merge_into_silver(ctx, name, batch.table, rows_df)
         result.records_out = int(merged.get("numSourceRows", 0))
         result.inserted = int(merged.get("numTargetRowsInserted", 0))
         result.updated = int(merged.get("numTargetRowsUpdated", 0))
     result.check_accounting()
     ctx.record(result)
     ctx.ops.append("refined_batches", [
-        {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at} for b in pending
+        {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at}
+        for b in batch.pending
     ])
     return result
 
 
-def _checked_result(
-    ctx: RunContext, name: str, table: SilverTable, expectations: list[Expectation], counts: dict[str, Any],
-    rejected_from: DataFrame, pending: list[str], started: float, recorded_rows: int | None,
-    count_bronze: Callable[[], int], silver_columns: list[str], previous: int | None,
-) -> TableResult:
+def _checked_result(ctx: RunContext, batch: Batch, counts: dict[str, Any], previous: int | None) -> TableResult:
     """The batch's result from its counts; raise when the SQL lost or added rows, or a `fail` rule failed
-    (its rows quarantined first)."""
-    lakehouse = ctx.lakehouse
+    (its rows quarantined first). `previous` is the table's version before this batch (None: not created)."""
+    lakehouse, name, expectations = ctx.lakehouse, batch.name, batch.expectations
     # Bronze changed since ingest, or a SQL that drops rows: only then is bronze counted.
-    bronze_rows = recorded_rows if recorded_rows == int(counts["records_in"]) else count_bronze()
-    if int(counts["records_in"]) != bronze_rows:
+    records_in = int(counts["records_in"])
+    bronze_rows = batch.recorded_rows if batch.recorded_rows == records_in else batch.count_bronze()
+    if records_in != bronze_rows:
         raise AccountingError(
-            f"silver.{name}: {ctx.config.sql_path(table.sql).name} returned {counts['records_in']:,} rows for "
-            f"{bronze_rows:,} bronze rows; a silver SQL must keep one row per bronze row (reject rows with "
+            f"silver.{name}: {ctx.config.sql_path(batch.table.sql).name} returned {counts['records_in']:,} rows "
+            f"for {bronze_rows:,} bronze rows; a silver SQL must keep one row per bronze row (reject rows with "
             "expectations, which quarantine them, instead of filtering or joining in the SQL)"
         )
     violations = {e.name: int(counts[flag_column(e.name)] or 0) for e in expectations}
     result = TableResult(
-        "refine", f"silver.{name}", records_in=int(counts["records_in"]),
-        duplicates=int(counts["duplicates"] or 0), rule_violations=violations, batch_ids=pending, started=started,
+        "refine", f"silver.{name}", records_in=records_in, duplicates=int(counts["duplicates"] or 0),
+        rule_violations=violations, batch_ids=batch.pending, started=batch.started,
     )
     failing = [e for e in expectations if e.action == "fail" and violations[e.name]]
     if failing:
-        bad_df = rejected_from.where(any_of([F.col(flag_column(e.name)) for e in failing]))
-        written = lakehouse.write(
-            to_quarantine(bad_df, ctx.run_id, name, expectations, ("fail",), silver_columns),
-            "silver", f"{name}_quarantine",
-        )
+        bad_df = batch.rejected_from.where(any_of([F.col(flag_column(e.name)) for e in failing]))
+        written = lakehouse.write(batch.quarantine(bad_df, ctx.run_id, ("fail",)), "silver", f"{name}_quarantine")
         result.status, result.quarantined = "failed", int(written.get("numOutputRows", 0))
         ctx.record(result)
         first = failing[0]
@@ -200,24 +220,6 @@ def _checked_result(
             + (f"version {previous}" if previous is not None else "its previous state (not created)")
         )
     return result
-
-
-def to_quarantine(
-    df: DataFrame, run_id: str, table: str, expectations: list[Expectation], actions: tuple[str, ...],
-    columns: list[str],
-) -> DataFrame:
-    """Rows that failed expectations as quarantine records (the row itself as JSON in `raw_record`)."""
-    names = failed_rule_names(expectations, actions)
-    return df.select(
-        *LINEAGE_COLUMNS,
-        F.lit(run_id).alias("_run_id"),
-        F.lit("silver").alias("layer"),
-        F.lit(table).alias("table_name"),
-        F.split(names, ", ").getItem(0).alias("rule"),
-        F.lit(actions[0]).alias("action"),
-        F.concat(F.lit("failed expectation(s): "), names).alias("reason"),
-        F.to_json(F.struct(*[c for c in columns if c not in LINEAGE_COLUMNS])).alias("raw_record"),
-    ).select(*QUARANTINE_COLUMNS)
 
 
 def merge_into_silver(ctx: RunContext, name: str, table: SilverTable, rows_df: DataFrame) -> dict[str, str]:

@@ -4,25 +4,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import ModelSpec
-from goldsmith.errors import ConfigError, GoldsmithError
+from goldsmith.errors import ConfigError, NoChampion
 from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
 from goldsmith.ml.base import PRED, PROBA, Predictor
 from goldsmith.ml.loading import check_features, load_predictor
-from goldsmith.ml.registry import CHAMPION, Registry
-from goldsmith.ml.tracking import activate, tracking_for
-
-
-class NoChampion(GoldsmithError):
-    """Scoring asked for a champion that does not exist yet."""
-
-    exit_code = 1
+from goldsmith.ml.registry import CHAMPION
+from goldsmith.ml.tracking import open_registry
 
 
 @dataclass
@@ -33,7 +29,7 @@ class ScoreOutcome:
     output: str
     version: int
     rows: int
-    status: str
+    status: Literal["scored"]
 
 
 def run(ctx: RunContext) -> list[TableResult]:
@@ -47,10 +43,10 @@ def run(ctx: RunContext) -> list[TableResult]:
 def scoring_input(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[str, DataFrame]:
     """The scoring window: `score.table` (default: the training table) filtered by `score.where`."""
     ref = spec.score.table or spec.table
-    layer, table = ref.split(".", 1)
-    if not ctx.lakehouse.exists(layer, table):
+    table = TableRef.parse(ref)
+    if not ctx.lakehouse.exists(table.layer, table.table):
         raise NoChampion(f"model {name}: the scoring input {ref} does not exist yet")
-    df = ctx.lakehouse.read(layer, table)
+    df = ctx.lakehouse.read(table.layer, table.table)
     if spec.score.where:
         try:
             df = df.where(F.expr(spec.score.where))
@@ -86,10 +82,9 @@ def predictions_frame(predictor: Predictor, df: DataFrame, spec: ModelSpec, vers
 
 def score_model(ctx: RunContext, name: str, spec: ModelSpec) -> TableResult:
     output = spec.output_table(name)
-    out_layer, out_table = output.split(".", 1)
+    out = TableRef.parse(output)
     result = TableResult(stage="score", table=output)
-    client = activate(tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri))
-    registry = Registry(client, ctx.ops, ctx.run_id)
+    registry = open_registry(ctx.lakehouse.root, ctx.ops, ctx.config.storage.tracking_uri, ctx.run_id)
     version = registry.alias(name, CHAMPION)
     if version is None:
         raise NoChampion(
@@ -97,44 +92,44 @@ def score_model(ctx: RunContext, name: str, spec: ModelSpec) -> TableResult:
             f"version by hand with `goldsmith models promote {name} <version>`"
         )
     ref, window = scoring_input(ctx, name, spec)
-    in_layer, in_table = ref.split(".", 1)
-    input_version = ctx.lakehouse.version(in_layer, in_table)
+    scored = TableRef.parse(ref)
+    input_version = ctx.lakehouse.version(scored.layer, scored.table)
     window_text = spec.score.where or "(all rows)"
     last = ctx.ops.last_scoring(name)
     if (
-        last is not None and ctx.lakehouse.exists(out_layer, out_table)
+        last is not None and ctx.lakehouse.exists(out.layer, out.table)
         and (last["model_version"], last["input_table"], last["input_version"], last["score_window"])
         == (version, ref, input_version, window_text)
-        and last["output_version"] == ctx.lakehouse.version(out_layer, out_table)
+        and last["output_version"] == ctx.lakehouse.version(out.layer, out.table)
     ):
         result.status, result.detail = "skipped", f"v{version} already scored {ref} v{input_version}"
         log.info("  %-34s %s", output, result.detail)
         return result
     mv = registry.version(name, version)
-    predictor = load_predictor(client, name, version, spec)
+    predictor = load_predictor(registry.client, name, version, spec)
     check_features(window, predictor.problem.features, f"scoring input {ref}")
     missing_keys = [k for k in spec.keys if k not in window.columns]
     if missing_keys:
         raise ConfigError(f"models.{name}.keys: scoring input {ref} has no column {missing_keys[0]!r}")
     frame = predictions_frame(predictor, window, spec, version, mv.run_id, ctx.run_id)
-    if ctx.lakehouse.exists(out_layer, out_table):
+    if ctx.lakehouse.exists(out.layer, out.table):
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in spec.keys)
         (
-            ctx.lakehouse.delta_table(out_layer, out_table).alias("t").merge(frame.alias("s"), condition)
+            ctx.lakehouse.delta_table(out.layer, out.table).alias("t").merge(frame.alias("s"), condition)
             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
         )
-        metrics = ctx.lakehouse.last_commit_metrics(out_layer, out_table)
+        metrics = ctx.lakehouse.last_commit_metrics(out.layer, out.table)
         rows = int(metrics.get("numSourceRows", 0))
         result.inserted = int(metrics.get("numTargetRowsInserted", 0))
         result.updated = int(metrics.get("numTargetRowsUpdated", 0))
     else:
-        metrics = ctx.lakehouse.write(frame, out_layer, out_table, mode="overwrite")
+        metrics = ctx.lakehouse.write(frame, out.layer, out.table, mode="overwrite")
         rows = result.inserted = int(metrics.get("numOutputRows", 0))
     result.records_in = result.records_out = rows
     ctx.ops.append("scoring_runs", [{
         "model_name": name, "model_version": version, "input_table": ref, "input_version": input_version,
         "score_window": window_text, "output_table": output,
-        "output_version": ctx.lakehouse.version(out_layer, out_table), "rows": rows, "run_id": ctx.run_id,
+        "output_version": ctx.lakehouse.version(out.layer, out.table), "rows": rows, "run_id": ctx.run_id,
         "scored_at": now(),
     }])
     ctx.record(result)

@@ -1,5 +1,9 @@
 """train: split a gold table, train candidates with a backend, pick the best on validation, report it once on the
-test set, log everything to MLflow, register it, and promote it through the gates."""
+test set, log everything to MLflow, register it, and promote it through the gates.
+
+Around the training run it measures the winner's bias (`models.*.bias`, `goldsmith.quality.bias`) and slices
+(`models.*.slices`, `goldsmith.ml.slices`) on the test split, and writes the label review (`models.*.label_issues`,
+`goldsmith.ml.label_issues`); this module logs them to MLflow and records them in `ops.*`."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import hashlib
 import io
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
@@ -19,18 +24,26 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
 from goldsmith.config.models import ModelSpec
-from goldsmith.errors import ConfigError, SchemaMismatch, StageFailed
+from goldsmith.errors import ConfigError, RegistryError, SchemaMismatch, StageFailed
+from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
-from goldsmith.jobs.fairness import assess_bias, bias_rows, log_bias, log_slices, slice_rows
 from goldsmith.ml.base import LABEL, PRED, PROBA, WEIGHT, Candidate, Problem, TrainingSets, feature_columns
+from goldsmith.ml.label_issues import find_label_issues, label_review, out_of_fold, review_table
 from goldsmith.ml.loading import check_features, load_predictor, problem_tags
-from goldsmith.ml.registry import CHALLENGER, CHAMPION, Registry, check_gates
-from goldsmith.ml.slices import slice_report
-from goldsmith.ml.tracking import Tracking, activate, experiment_id, local_path, tracking_for
+from goldsmith.ml.prepare import SPLIT, label_columns, with_split
+from goldsmith.ml.registry import CHALLENGER, CHAMPION, Registry, check_gates, recorded_test_metrics
+from goldsmith.ml.slices import SliceResult, slice_records, slice_report
+from goldsmith.ml.tracking import Tracking, experiment_id, local_path, open_registry, tracking_for
+from goldsmith.quality.bias import Fairness, assess_bias, bias_records, result_record
 from goldsmith.timing import Timer
 
-SPLIT = "_split"
 MAX_CLASSES = 200
+_MLFLOW_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+# What training did to a model: the new version became champion, stayed challenger (gates failed), or the
+# model was not retrained (its table and spec are those of a registered version).
+TrainStatus = Literal["champion", "challenger", "skipped"]
 
 
 @dataclass
@@ -38,7 +51,7 @@ class TrainOutcome:
     """What training one model did, for the run summary."""
 
     name: str
-    status: str  # champion | challenger | skipped
+    status: TrainStatus
     version: int | None = None
     backend: str = ""
     winner: str = ""
@@ -75,13 +88,13 @@ def fingerprint(spec: ModelSpec, table_version: int | None) -> str:
 
 
 def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
-    layer, table = spec.table.split(".", 1)
-    if not ctx.lakehouse.exists(layer, table):
+    ref = TableRef.parse(spec.table)
+    if not ctx.lakehouse.exists(ref.layer, ref.table):
         raise StageFailed(f"model {name}: {spec.table} does not exist yet; run the stages that build it first")
-    table_version = ctx.lakehouse.version(layer, table)
+    table_version = ctx.lakehouse.version(ref.layer, ref.table)
+    registry = open_registry(ctx.lakehouse.root, ctx.ops, ctx.config.storage.tracking_uri, ctx.run_id)
+    # where the experiment keeps its artifacts (the registry's MLflow is pointed at the same place)
     tracking = tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri)
-    client = activate(tracking)
-    registry = Registry(client, ctx.ops, ctx.run_id)
     fp = fingerprint(spec, table_version)
     for mv in _versions_or_empty(registry, name):
         if (mv.tags or {}).get("goldsmith.fingerprint") == fp:
@@ -89,7 +102,7 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
                      name, spec.table, table_version, mv.version)
             return TrainOutcome(name, "skipped", int(mv.version), tracking=tracking)
 
-    source = ctx.lakehouse.read(layer, table)
+    source = ctx.lakehouse.read(ref.layer, ref.table)
     _check_columns(source, spec, name)
     problem, labelled = _problem(ctx, name, spec, source)
     prepared = with_split(labelled.withColumns(label_columns(problem)), spec)
@@ -118,10 +131,8 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
         outcome = _train_and_register(ctx, name, spec, problem, sets, full, registry, tracking, fp, table_version)
         outcome.rows = rows
         if spec.label_issues is not None:
-            from goldsmith.jobs.label_review import review_labels
-
-            outcome.label_issues = review_labels(ctx, name, spec, problem, source, modelling.drop(SPLIT), outcome,
-                                                 f"{sets.workdir}/label_issues")
+            outcome.label_issues = _review_labels(ctx, problem, source, modelling.drop(SPLIT), outcome,
+                                                  f"{sets.workdir}/label_issues")
         return outcome
     finally:
         modelling.unpersist()
@@ -131,8 +142,6 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
 
 
 def _versions_or_empty(registry: Registry, name: str) -> list[Any]:
-    from goldsmith.ml.registry import RegistryError
-
     try:
         return registry.versions(name)
     except RegistryError:
@@ -205,34 +214,6 @@ def _as_label(value: Any) -> str:
     return str(value)
 
 
-def label_columns(problem: Problem) -> dict[str, Column]:
-    label = F.col(problem.spec.label)
-    if not problem.is_classifier:
-        return {LABEL: label.cast("double"), WEIGHT: F.lit(1.0)}
-    index = F.create_map(*[x for i, c in enumerate(problem.classes) for x in (F.lit(c), F.lit(i))])
-    weight = F.create_map(*[x for i, w in enumerate(problem.class_weights) for x in (F.lit(i), F.lit(w))])
-    label_index = index[label.cast("string")]
-    return {LABEL: label_index, WEIGHT: weight[label_index]}
-
-
-def with_split(df: DataFrame, spec: ModelSpec) -> DataFrame:
-    split = spec.split
-    if split.method == "time":
-        assert split.column is not None
-        at = F.col(split.column)
-        last = F.when(at < F.lit(split.until), "test") if split.until else F.when(at.isNotNull(), "test")
-        return df.withColumn(
-            SPLIT,
-            F.when(at < F.lit(split.validation_from), "train").when(at < F.lit(split.test_from), "validation")
-            .otherwise(last),
-        )
-    share = (F.abs(F.xxhash64(*[F.col(k) for k in spec.keys], F.lit(split.seed))) % 1_000_000) / 1_000_000.0
-    f_train, f_valid, _ = split.fractions
-    return df.withColumn(
-        SPLIT, F.when(share < f_train, "train").when(share < f_train + f_valid, "validation").otherwise("test")
-    )
-
-
 def _rank_key(metrics: dict[str, float], spec: ModelSpec) -> float:
     value = metrics.get(spec.metric, float("nan"))
     if value is None or math.isnan(value):
@@ -288,9 +269,9 @@ def _train_and_register(
         )
         scored_test.unpersist()
         if fairness is not None:
-            log_bias(fairness)
+            _log_bias(fairness)
         if slices:
-            log_slices(slices)
+            _log_slices(slices)
         signature, example = _signature(winner, sets)
         info = winner.predictor.log_model("model", signature, example)
         test_metrics = {k: v for k, v in evaluations["test"].metrics.items() if _finite(v)}
@@ -309,11 +290,14 @@ def _train_and_register(
     extra_failures: list[str] = []
     outcome = TrainOutcome(name, "challenger", version, spec.trainer.backend, winner.label, test_metrics, [], run_id,
                            tracking, algorithm=winner.algorithm, params=dict(winner.params))
+    registered = {"run_id": ctx.run_id, "pipeline": ctx.config.name, "model_name": name, "model_version": version,
+                  "mlflow_run_id": run_id, "computed_at": now()}
     if fairness is not None:
         outcome.bias_breaches = extra_failures = fairness.breaches
-        ctx.ops.append("bias_metrics", bias_rows(ctx, name, version, run_id, fairness))
+        group = spec.bias.group if spec.bias is not None else None
+        ctx.ops.append("bias_metrics", [{**registered, **row} for row in bias_records(fairness, group)])
     if slices:
-        ctx.ops.append("slice_metrics", slice_rows(ctx, name, version, run_id, slices))
+        ctx.ops.append("slice_metrics", [{**registered, **row} for row in slice_records(slices)])
         outcome.flagged_slices = [f"{r.slice_column}={r.slice_value}: {r.reason}" for r in slices if r.flagged]
         for line in outcome.flagged_slices:
             log.warning("  model %s: slice %s", name, line)
@@ -351,9 +335,9 @@ def _log_inputs(ctx: RunContext, spec: ModelSpec, table_version: int | None, fp:
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.data.spark_dataset import SparkDataset
 
-    layer, table = spec.table.split(".", 1)
-    path = ctx.lakehouse.location(layer, table)
-    frame = ctx.lakehouse.read(layer, table).limit(0)
+    ref = TableRef.parse(spec.table)
+    path = ctx.lakehouse.location(ref.layer, ref.table)
+    frame = ctx.lakehouse.read(ref.layer, ref.table).limit(0)
     source = DeltaDatasetSource(delta_table_name=path, delta_table_version=table_version) \
         if ctx.lakehouse.catalog else DeltaDatasetSource(path=path, delta_table_version=table_version)
     for context in ("training", "validation", "test"):
@@ -416,6 +400,62 @@ def _log_plots(evaluation: Any) -> None:
                         "test_per_class_report.json")
 
 
+def _metric_name(*parts: str) -> str:
+    return _MLFLOW_UNSAFE.sub("_", "/".join(parts))[:250]
+
+
+def _log_bias(fairness: Fairness) -> None:
+    """Every bias value as an MLflow metric of the active run, and the full table as `bias_metrics.json`."""
+    import mlflow
+
+    metrics = {
+        _metric_name("bias", r.stage, r.metric, f"{r.facet}:{r.facet_value}", r.label_value): r.value
+        for r in [*fairness.pre, *fairness.post] if not math.isnan(r.value) and not math.isinf(r.value)
+    }
+    items = list(metrics.items())
+    for start in range(0, len(items), 900):  # MLflow takes at most 1,000 metrics per call
+        mlflow.log_metrics(dict(items[start:start + 900]))
+    mlflow.log_dict({"limits": fairness.limits, "breaches": fairness.breaches,
+                     "results": [result_record(r, fairness) for r in [*fairness.pre, *fairness.post]]},
+                    "bias_metrics.json")
+
+
+def _log_slices(slices: list[SliceResult]) -> None:
+    """Flagged slices as MLflow metrics, the whole report as `slice_metrics.json`."""
+    import mlflow
+
+    mlflow.log_metric("slices_flagged", sum(r.flagged for r in slices))
+    mlflow.log_dict({"slices": [
+        {"column": r.slice_column, "value": r.slice_value, "metric": r.metric,
+         "score": None if math.isnan(r.value) else r.value, "overall": None if math.isnan(r.overall) else r.overall,
+         "rows": r.rows, "flagged": r.flagged, "reason": r.reason} for r in slices
+    ]}, "slice_metrics.json")
+
+
+def _review_labels(ctx: RunContext, problem: Problem, source: DataFrame, frame: DataFrame, outcome: TrainOutcome,
+                   workdir: str) -> int:
+    """Write `gold.<model>_label_review` from out-of-fold predictions of the winning algorithm over `frame` (the
+    modelling rows); return the number of rows flagged."""
+    name, spec = problem.name, problem.spec
+    config = spec.label_issues
+    assert config is not None
+    algorithm = outcome.algorithm or spec.trainer.candidates()[0][0]
+    params = outcome.params or spec.trainer.candidates()[0][1]
+    with Timer() as watch:
+        oof = out_of_fold(problem, frame, folds=config.folds, workdir=workdir, algorithm=algorithm, params=params)
+        oof = oof.persist(StorageLevel.MEMORY_AND_DISK)  # read twice: thresholds, then the flags
+        issues = find_label_issues(oof, n_classes=problem.n_classes)
+        review = label_review(issues, source, problem, version=outcome.version, run_id=ctx.run_id, flagged_at=now())
+        try:
+            metrics = ctx.lakehouse.write(review.coalesce(1), "gold", review_table(name), mode="overwrite")
+        finally:
+            oof.unpersist()
+    rows = int(metrics.get("numOutputRows", 0))
+    log.info("  model %s: %d of the labelled rows flagged for label review (%d-fold out-of-fold %s, %.1f s) -> "
+             "gold.%s", name, rows, config.folds, algorithm, watch.seconds, review_table(name))
+    return rows
+
+
 def _signature(winner: Candidate, sets: TrainingSets) -> tuple[Any, Any]:
     """Input and output schema from five validation rows, predicted by the winner itself."""
     import pandas as pd
@@ -439,7 +479,7 @@ def _signature(winner: Candidate, sets: TrainingSets) -> tuple[Any, Any]:
 def _promote(
     ctx: RunContext, name: str, spec: ModelSpec, problem: Problem, registry: Registry, version: int,
     test_metrics: dict[str, float], full_test: DataFrame, run_id: str, extra_failures: list[str],
-) -> tuple[str, list[str]]:
+) -> tuple[TrainStatus, list[str]]:
     """challenger always; champion when the gates pass (the champion re-scored on today's test set)."""
     from goldsmith.ml.metrics import evaluate_spark
 
@@ -457,8 +497,6 @@ def _promote(
         except SchemaMismatch as exc:
             log.warning("  model %s: champion v%d cannot score today's table (%s); comparing with its recorded "
                         "test metric", name, champion, exc)
-            from goldsmith.ml.registry import recorded_test_metrics
-
             champion_value = recorded_test_metrics(registry.version(name, champion)).get(spec.metric)
     failures = check_gates(spec.gates.model_dump(), test_metrics, spec.metric, spec.higher_is_better, champion_value)
     failures += extra_failures

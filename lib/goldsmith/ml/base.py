@@ -5,13 +5,12 @@ STRING, see `feature_columns`) and a label column `_label`: the class index (0..
 for classification, the value for regression. A trained model is a `Predictor`: it adds `_pred` (class index, or
 value) and, for classification, `_proba` (ARRAY<DOUBLE>, one probability per class) to a Spark DataFrame.
 Backends that train in Python (scikit-learn, PyTorch) implement a small `PandasModel` and get a `Predictor`
-(distributed prediction with a pandas UDF, MLflow pyfunc logging) from `PyfuncPredictor`.
+(distributed prediction with a pandas UDF, MLflow pyfunc logging) from `goldsmith.ml.pandas_predictor`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -64,7 +63,8 @@ class TrainingSets:
     """The split data, each with the key columns, the features (normalised types), `_label` and `_weight`.
 
     `workdir` is a scratch folder on storage every executor can read (under the lakehouse root); backends
-    that train outside the JVM snapshot their data there as Parquet. It is removed after training.
+    that train outside the JVM snapshot their data there as Parquet (`goldsmith.ml.snapshots`). It is removed after
+    training.
     """
 
     train: DataFrame
@@ -186,41 +186,6 @@ def pandas_predictions(model: PandasModel, problem: Problem, features: pd.DataFr
     else:
         pred = proba.argmax(axis=1).astype("int32")
     return {PRED: pred, PROBA: list(proba)}
-
-
-class PyfuncPredictor(Predictor):
-    """A `PandasModel` applied with a pandas UDF (`mapInPandas`), logged as an MLflow pyfunc model."""
-
-    flavor = "python_function"
-
-    def __init__(self, problem: Problem, model: PandasModel) -> None:
-        super().__init__(problem)
-        self.model = model
-
-    def transform(self, df: DataFrame) -> DataFrame:
-        problem, model = self.problem, self.model
-        names = problem.features.all
-        typed = with_feature_types(df, problem.features)
-        schema = StructType([*typed.schema.fields, *output_fields(problem)])
-
-        def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for batch in batches:
-                for column, values in pandas_predictions(model, problem, batch[names]).items():
-                    batch[column] = values
-                yield batch
-
-        return typed.mapInPandas(predict, schema)  # type: ignore[arg-type]
-
-    def log_model(self, name: str, signature: Any, input_example: pd.DataFrame) -> Any:
-        import mlflow
-
-        from goldsmith.ml.pyfunc import GoldsmithPythonModel
-
-        return mlflow.pyfunc.log_model(
-            name=name, python_model=GoldsmithPythonModel(self.problem, self.model),
-            signature=signature, input_example=input_example,
-            pip_requirements=requirements("goldsmith", "numpy", "pandas", "scikit-learn", "cloudpickle", "mlflow"),
-        )
 
 
 def requirements(*packages: str) -> list[str]:

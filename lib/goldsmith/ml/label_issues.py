@@ -1,15 +1,19 @@
-"""Records whose given label is likely wrong, found by confident learning (Northcutt et al., 2021).
+"""Label review (`models.<name>.label_issues`): records whose given label is likely wrong, found by confident
+learning (Northcutt et al., 2021), for a person to relabel.
 
-Two steps: `out_of_fold` predicts every row's class probabilities with a model that never saw the row (k-fold,
-trained by the spec's own backend), and `find_label_issues` compares each row's probabilities with per-class
-thresholds (the model's average confidence in a class over the rows labelled with it) to flag rows whose
-confidently predicted class is not their label.
+Three steps: `out_of_fold` predicts every row's class probabilities with a model that never saw the row (k-fold,
+trained by the spec's own backend, with the winning algorithm of the training run), `find_label_issues` compares
+each row's probabilities with per-class thresholds (the model's average confidence in a class over the rows
+labelled with it) to flag rows whose confidently predicted class is not their label, and `label_review` lays the
+flagged rows out for the reviewer: the record's key and features, the given and the suggested label, most likely
+wrong first. The train stage writes that to `gold.<model>_label_review` (`review_table`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from functools import reduce
 from typing import Any
 
@@ -152,3 +156,41 @@ def find_label_issues(oof: DataFrame, *, n_classes: int) -> DataFrame:
         (best["p"] - given).alias(MARGIN),
         F.row_number().over(order).alias(RANK),
     ).orderBy(RANK)
+
+
+def review_table(name: str) -> str:
+    """The gold table a model's label review is written to."""
+    return f"{name}_label_review"
+
+
+def label_review(
+    issues: DataFrame, source: DataFrame, problem: Problem, *, version: int | None, run_id: str, flagged_at: datetime,
+) -> DataFrame:
+    """The rows of `gold.<model>_label_review`: the label issues (`find_label_issues` of rows descending from
+    `source`) with the record's keys and features from `source`, the given and suggested labels as class names,
+    their probabilities and margin, and the model version and run that flagged them, in review order."""
+    spec = problem.spec
+    classes = F.array(*[F.lit(c) for c in problem.classes])
+    flagged = issues.select(
+        *spec.keys,
+        F.element_at(classes, F.col(LABEL) + 1).alias("given_label"),
+        F.element_at(classes, F.col(SUGGESTED) + 1).alias("suggested_label"),
+        F.col(GIVEN_PROBABILITY).alias("given_probability"),
+        F.col(SUGGESTED_PROBABILITY).alias("suggested_probability"),
+        F.col(MARGIN).alias("margin"),
+        F.col(RANK).cast("int").alias("review_rank"),
+        F.map_from_arrays(classes, F.col(PROBA)).alias("class_probabilities"),
+    )
+    shown = [c for c in spec.features.all if c in source.columns and c not in spec.keys]
+    # Both sides descend from `source`: aliases keep their columns apart in the join.
+    record = source.select(*spec.keys, *shown).alias("r")
+    condition = [F.col(f"f.`{k}`").eqNullSafe(F.col(f"r.`{k}`")) for k in spec.keys]
+    return (
+        flagged.alias("f").join(record, condition, "left")
+        .select(*[F.col(f"f.`{c}`") for c in flagged.columns], *[F.col(f"r.`{c}`") for c in shown])
+        .withColumns({
+            "model_version": F.lit(version).cast("bigint"),
+            "review_run_id": F.lit(run_id), "flagged_at": F.lit(flagged_at).cast("timestamp"),
+        })
+        .orderBy("review_rank")
+    )

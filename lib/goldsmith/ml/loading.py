@@ -10,7 +10,8 @@ from pyspark.sql.types import BooleanType, NumericType, StringType
 
 from goldsmith.config.models import FeatureSet, ModelSpec
 from goldsmith.errors import SchemaMismatch
-from goldsmith.ml.base import Predictor, Problem, PyfuncPredictor
+from goldsmith.ml.base import Predictor, Problem
+from goldsmith.ml.pandas_predictor import PyfuncPredictor
 
 
 def problem_tags(problem: Problem) -> dict[str, str]:

@@ -10,30 +10,34 @@ import getpass
 import json
 import logging
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pyspark.sql import functions as F
+# GateFailed is raised by the callers that check gates (`goldsmith models promote`); importable here as before.
+from goldsmith.errors import GateFailed as GateFailed
+from goldsmith.errors import RegistryError
 
-from goldsmith.errors import GoldsmithError
-from goldsmith.io.ops import OpsLog, now
+if TYPE_CHECKING:
+    from goldsmith.io.lakehouse import Lakehouse
 
 log = logging.getLogger("goldsmith")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PROMOTIONS = "model_promotions"
+MOVE_COLUMNS = ("model_name", "alias", "action", "from_version", "to_version", "reason", "actor", "mlflow_run_id",
+                "run_id", "moved_at")
 
 
-class RegistryError(GoldsmithError):
-    """A registry request that cannot be done (no such model or version, nothing to roll back to)."""
+class MoveLog(Protocol):
+    """Where alias moves are recorded: a run's `OpsLog`, or one that starts Spark only when it must write."""
 
-    exit_code = 1
+    @property
+    def lakehouse(self) -> Lakehouse: ...
 
-
-class GateFailed(GoldsmithError):
-    """A manual promotion refused by the model's gates."""
-
-    exit_code = 1
+    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None: ...
 
 
 def actor() -> str:
@@ -78,11 +82,16 @@ def _fmt(value: float | None) -> str:
 
 @dataclass
 class Registry:
-    """Aliases of registered models, with every move recorded in `ops.model_promotions`."""
+    """Aliases of registered models, with every move recorded in `ops.model_promotions`.
+
+    `read_moves` returns every row of `ops.model_promotions` ([] when it does not exist); by default the
+    table is read with Spark through `ops.lakehouse`.
+    """
 
     client: Any
-    ops: OpsLog
+    ops: MoveLog
     run_id: str = ""
+    read_moves: Callable[[], list[dict[str, Any]]] | None = None
 
     def versions(self, name: str) -> list[Any]:
         """Every version of `name`, newest first; RegistryError when the model is not registered."""
@@ -115,15 +124,17 @@ class Registry:
     def move(self, name: str, alias: str, version: int, action: str, reason: str, mlflow_run_id: str = "") -> None:
         """Point `alias` at `version` and record the move."""
         previous = self.alias(name, alias)
-        self.client.set_registered_model_alias(name, alias, str(version))
-        self.record(name, alias, action, previous, version, reason, mlflow_run_id)
+        self._recorded_move(name, alias, action, previous, version, reason, mlflow_run_id)
         log.info("  %s@%s: %s -> v%d (%s)", name, alias, f"v{previous}" if previous else "none", version, reason)
 
     def record(
         self, name: str, alias: str, action: str, from_version: int | None, to_version: int | None, reason: str,
         mlflow_run_id: str = "",
     ) -> None:
-        self.ops.append("model_promotions", [{
+        """Append one move to `ops.model_promotions`."""
+        from goldsmith.io.ops import now  # here: reading the registry needs neither pyspark nor Delta
+
+        self.ops.append(PROMOTIONS, [{
             "model_name": name, "alias": alias, "action": action, "from_version": from_version,
             "to_version": to_version, "reason": reason[:2000], "actor": actor(), "mlflow_run_id": mlflow_run_id,
             "run_id": self.run_id, "moved_at": now(),
@@ -131,11 +142,9 @@ class Registry:
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """The recorded moves of `name`, oldest first."""
-        lakehouse = self.ops.lakehouse
-        if not lakehouse.exists("ops", "model_promotions"):
-            return []
-        rows = lakehouse.read("ops", "model_promotions").where(F.col("model_name") == name).orderBy("moved_at")
-        return [r.asDict() for r in rows.collect()]
+        moves = self.read_moves() if self.read_moves is not None else spark_moves(self.ops.lakehouse)
+        mine = [m for m in moves if m["model_name"] == name]
+        return sorted(mine, key=lambda m: m["moved_at"] or datetime.min)
 
     def rollback(self, name: str, reason: str) -> tuple[int, int]:
         """Move `champion` back to the version it replaced; repeated rollbacks walk further back."""
@@ -151,9 +160,52 @@ class Registry:
             raise RegistryError(
                 f"model {name!r}: v{current} became champion with no champion before it; nothing to roll back to"
             )
-        self.client.set_registered_model_alias(name, CHAMPION, str(previous))
-        self.record(name, CHAMPION, "rollback", current, int(previous), reason)
+        self._recorded_move(name, CHAMPION, "rollback", current, int(previous), reason)
         return current, int(previous)
+
+    def _recorded_move(
+        self, name: str, alias: str, action: str, previous: int | None, version: int, reason: str,
+        mlflow_run_id: str = "",
+    ) -> None:
+        """Point `alias` at `version`, then record it; when the record fails the alias is put back, since a move
+        missing from `ops.model_promotions` could never be rolled back."""
+        self.client.set_registered_model_alias(name, alias, str(version))
+        try:
+            self.record(name, alias, action, previous, version, reason, mlflow_run_id)
+        except BaseException:
+            if previous is None:
+                self.client.delete_registered_model_alias(name, alias)
+            else:
+                self.client.set_registered_model_alias(name, alias, str(previous))
+            raise
+
+
+def spark_moves(lakehouse: Lakehouse) -> list[dict[str, Any]]:
+    """Every row of `ops.model_promotions` read with Spark (`moved_at` as naive UTC); [] when it does not exist."""
+    from pyspark.sql import functions as F
+
+    if not lakehouse.exists("ops", PROMOTIONS):
+        return []
+    # `moved_at` as UTC microseconds: a collected timestamp is in the Python process's time zone, `now()` is UTC.
+    df = lakehouse.read("ops", PROMOTIONS).withColumn("moved_at", F.unix_micros("moved_at"))
+    rows = [r.asDict() for r in df.collect()]
+    for row in rows:
+        if row["moved_at"] is not None:
+            row["moved_at"] = datetime(1970, 1, 1) + timedelta(microseconds=row["moved_at"])
+    return rows
+
+
+def local_moves(root: str) -> list[dict[str, Any]]:
+    """Every row of `ops.model_promotions` of a local lakehouse `root`, read without Spark (`moved_at` as naive UTC,
+    as `now()` stamps it); [] when the table does not exist. Raises DeltaLogUnsupported for a root that is not a
+    local folder or a table this reader does not read: read it with `spark_moves` instead."""
+    from goldsmith.io.delta_log import read_rows
+
+    rows = read_rows(f"{root.rstrip('/')}/ops/{PROMOTIONS}", MOVE_COLUMNS) or []
+    for row in rows:
+        if row["moved_at"] is not None:
+            row["moved_at"] = row["moved_at"].replace(tzinfo=None)
+    return rows
 
 
 def version_tags(version: Any) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -113,3 +114,13 @@ def slice_report(scored: DataFrame, problem: Problem, config: SliceConfig, metri
     """Class slices (classification) then column slices, flagged ones marked."""
     results = class_slices(counts, problem.classes, config) if counts is not None else []
     return [*results, *column_slices(scored, problem, config, metric, overall)]
+
+
+def slice_records(slices: Sequence[SliceResult]) -> list[dict[str, Any]]:
+    """Every slice as an `ops.slice_metrics` row, without the run's and the model version's columns."""
+    return [{
+        "dataset": "test", "slice_column": r.slice_column, "slice_value": r.slice_value, "metric": r.metric,
+        "value": None if math.isnan(r.value) else float(r.value),
+        "overall": None if math.isnan(r.overall) else float(r.overall), "rows": r.rows, "flagged": r.flagged,
+        "reason": r.reason,
+    } for r in slices]

@@ -1,17 +1,21 @@
 """Where MLflow keeps runs and the registry: by default a SQLite database and an artifact folder inside the
 lakehouse (`<root>/_mlflow/`), so a local run needs no server. `MLFLOW_TRACKING_URI` (and
-`MLFLOW_REGISTRY_URI`) override it, e.g. an MLflow server shared by a cluster, or `databricks`."""
+`MLFLOW_REGISTRY_URI`) override it, e.g. an MLflow server shared by a cluster, or `databricks`.
+
+`open_client` and `open_registry` are how goldsmith opens MLflow: every stage and command goes through them."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from goldsmith.errors import ConfigError
+from goldsmith.ml.registry import MoveLog, Registry
 
 log = logging.getLogger("goldsmith")
 
@@ -84,6 +88,22 @@ def activate(tracking: Tracking) -> Any:
             else:
                 os.environ[key] = value
     return mlflow.MlflowClient()
+
+
+def open_client(root: str, tracking_uri: str | None = None) -> Any:
+    """An MlflowClient of the lakehouse at `root`, MLflow's tracking and registry pointed at its tracking location
+    (`tracking_for`: the pipeline's `storage.tracking_uri`, else MLFLOW_TRACKING_URI, else SQLite under `root`)."""
+    return activate(tracking_for(root, tracking_uri))
+
+
+def open_registry(
+    root: str, ops: MoveLog, tracking_uri: str | None = None, run_id: str = "",
+    read_moves: Callable[[], list[dict[str, Any]]] | None = None,
+) -> Registry:
+    """The model registry of the lakehouse at `root` (MLflow opened with `open_client`): every alias move it makes
+    is appended to `ops.model_promotions` through `ops` with `run_id`; `read_moves` reads them back (default: with
+    Spark, see `Registry`)."""
+    return Registry(open_client(root, tracking_uri), ops, run_id, read_moves)
 
 
 def experiment_id(client: Any, tracking: Tracking, name: str) -> str:

@@ -1,1 +1,2 @@
-"""Monitoring: drift of features between a baseline and later data."""
+"""Monitoring: drift between a baseline and later data (`drift`), and which monitored values are violations
+(`breaches`)."""

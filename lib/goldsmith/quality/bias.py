@@ -53,10 +53,15 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from goldsmith.config.models import ModelSpec
+from goldsmith.errors import ConfigError, SchemaMismatch
+from goldsmith.ml.base import LABEL, PRED, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +221,7 @@ def _sensitive_groups(
         if facet_value is not None:
             sizes[facet_value] += count
     if len(sizes) > MAX_FACET_VALUES:
-        raise ValueError(_too_many_values(facet, f"{len(sizes)} distinct values"))
+        raise SchemaMismatch(_too_many_values(facet, f"{len(sizes)} distinct values"))
     ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))[:max_facet_values]
     return [(value, frozenset([value])) for value, _ in ranked]
 
@@ -230,11 +235,11 @@ def _too_many_values(facet: str, found: str) -> str:
 
 def _check_arguments(positive_values: Sequence[str], sensitive: Sequence[str] | None, max_facet_values: int) -> None:
     if isinstance(positive_values, str) or not positive_values:
-        raise ValueError("bias: positive_values must be a non-empty list of class values, e.g. ['true']")
+        raise ConfigError("bias: positive_values must be a non-empty list of class values, e.g. ['true']")
     if sensitive is not None and (isinstance(sensitive, str) or not sensitive):
-        raise ValueError("bias: sensitive must be a non-empty list of facet values, e.g. ['EWR'], or None")
+        raise ConfigError("bias: sensitive must be a non-empty list of facet values, e.g. ['EWR'], or None")
     if max_facet_values < 1:
-        raise ValueError(f"bias: max_facet_values must be at least 1, got {max_facet_values}")
+        raise ConfigError(f"bias: max_facet_values must be at least 1, got {max_facet_values}")
 
 
 def metrics_from_counts(
@@ -291,13 +296,16 @@ def bias_metrics(
     One Spark job: `groupBy(facet, group, label, prediction).count()`, collected, then `metrics_from_counts`.
     `label`, `prediction`, `facet` and `group` are cast to string. With `sensitive`, facet d is the rows whose
     facet is one of those values; without, each of the `max_facet_values` most frequent facet values in turn.
-    `group` (optional) defines the strata of cddl / cddpl. Raises ValueError for a missing column, empty
-    arguments, or a facet with more than 1000 distinct values when `sensitive` is not given.
+    `group` (optional) defines the strata of cddl / cddpl. Raises SchemaMismatch for a missing column or a facet
+    with more than 1000 distinct values when `sensitive` is not given, ConfigError for empty arguments.
     """
     _check_arguments(positive_values, sensitive, max_facet_values)
     missing = [c for c in (facet, label, prediction, group) if c is not None and c not in df.columns]
     if missing:
-        raise ValueError(f"bias: column(s) {missing} not found; the DataFrame has {df.columns}")
+        raise SchemaMismatch(
+            f"bias: column(s) {missing} not found; the DataFrame has {df.columns}. Name columns it has, or add "
+            "them to the table the metrics read"
+        )
     facet_value = F.col(facet).cast("string")
     if sensitive is not None:
         # Every non-sensitive value is facet a: folding them into null keeps the collected counts small.
@@ -315,7 +323,7 @@ def bias_metrics(
     )
     collected = counts_df.limit(_MAX_COUNT_ROWS + 1).collect()
     if len(collected) > _MAX_COUNT_ROWS:
-        raise ValueError(_too_many_values(facet, f"more than {_MAX_COUNT_ROWS} facet x group x class combinations"))
+        raise SchemaMismatch(_too_many_values(facet, f"more than {_MAX_COUNT_ROWS} facet x group x class combinations"))
     counts: list[CountRow] = [(r[0], r[1], r[2], r[3], int(r[4])) for r in collected]
     logger.debug("bias: %d count rows for facet '%s'", len(counts), facet)
     return metrics_from_counts(
@@ -334,15 +342,15 @@ def check_bias_gates(
     """One message per result whose metric has limits (min, max) and whose value lies outside them.
 
     A bound of None is open. A NaN value is not a breach (the metric is undefined, e.g. an empty facet): it is
-    logged as a warning instead. Raises ValueError for a metric name that does not exist or min > max.
+    logged as a warning instead. Raises ConfigError for a metric name that does not exist or min > max.
     """
     known = set(PRE_TRAINING) | set(POST_TRAINING)
     unknown = sorted(set(limits) - known)
     if unknown:
-        raise ValueError(f"bias gates: unknown metric(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"bias gates: unknown metric(s) {unknown}; use one of {sorted(known)}")
     for metric, (low, high) in limits.items():
         if low is not None and high is not None and low > high:
-            raise ValueError(f"bias gates: {metric} has min {low} > max {high}")
+            raise ConfigError(f"bias gates: {metric} has min {low} > max {high}; give a min at most the max")
     messages: list[str] = []
     for r in results:
         if r.metric not in limits:
@@ -356,3 +364,88 @@ def check_bias_gates(
         elif high is not None and r.value > high:
             messages.append(f"bias: {r.metric} {r.value:.4g} {where} is above {high:g}")
     return messages
+
+
+# A trained model's bias: pre-training bias of the training split's labels and post-training bias of the test
+# split's predictions, with the `bias.gates` breaches that keep the model from becoming champion. The train stage
+# runs it, logs it to the model's MLflow run and records `ops.bias_metrics`.
+
+LABEL_TEXT = "_label_text"
+PRED_TEXT = "_pred_text"
+
+
+@dataclass
+class Fairness:
+    """Bias of the training labels and of the test predictions, with the gate breaches."""
+
+    pre: list[BiasResult]
+    post: list[BiasResult]
+    limits: dict[str, tuple[float | None, float | None]]
+    breaches: list[str] = field(default_factory=list)
+
+    def bounds(self, result: BiasResult) -> tuple[float | None, float | None]:
+        """The (min, max) gate of a result: gates hold post-training metrics only."""
+        return self.limits.get(result.metric, (None, None)) if result.stage == "post_training" else (None, None)
+
+    def breached(self, result: BiasResult) -> bool:
+        low, high = self.bounds(result)
+        if math.isnan(result.value):
+            return False
+        return (low is not None and result.value < low) or (high is not None and result.value > high)
+
+
+def _class_text(column: str, problem: Problem) -> Column:
+    return F.element_at(F.array(*[F.lit(c) for c in problem.classes]), F.col(column) + 1)
+
+
+def assess_bias(spec: ModelSpec, problem: Problem, train_rows: DataFrame, scored_test: DataFrame) -> Fairness:
+    """Pre-training bias on the training split's labels, post-training bias on the test split's predictions."""
+    config = spec.bias
+    assert config is not None
+    if config.favorable is not None and config.favorable not in problem.classes:
+        raise ConfigError(f"bias.favorable {config.favorable!r} is not a class of {spec.label} "
+                          f"({', '.join(problem.classes)})")
+    if problem.n_classes == 2:
+        positive = [config.favorable or problem.classes[1]]
+    else:
+        positive = list(problem.classes)
+    common: dict[str, Any] = {
+        "facet": config.facet, "label": LABEL_TEXT, "positive_values": positive,
+        "sensitive": list(config.sensitive) or None, "group": config.group, "max_facet_values": config.max_facet_values,
+    }
+    pre = bias_metrics(train_rows.withColumn(LABEL_TEXT, _class_text(LABEL, problem)), prediction=None, **common)
+    scored = scored_test.withColumns({LABEL_TEXT: _class_text(LABEL, problem), PRED_TEXT: _class_text(PRED, problem)})
+    post = [r for r in bias_metrics(scored, prediction=PRED_TEXT, **common) if r.stage == "post_training"]
+    limits = {metric: limit.bounds() for metric, limit in config.gates.items()}
+    fairness = Fairness(pre, post, limits)
+    fairness.breaches = check_bias_gates(post, limits)
+    shown = [r for r in post if r.metric in ("dppl", "di")][:6]
+    if shown:
+        logger.info("  bias on %s (test predictions): %s", config.facet,
+                 ", ".join(f"{r.metric} {r.facet_value}/{r.label_value} {r.value:.3f}" for r in shown))
+    for breach in fairness.breaches:
+        logger.warning("  %s", breach)
+    return fairness
+
+
+def result_record(result: BiasResult, fairness: Fairness) -> dict[str, Any]:
+    """One result as the MLflow run's `bias_metrics.json` lists it."""
+    return {"stage": result.stage, "facet": result.facet, "facet_value": result.facet_value,
+            "label_value": result.label_value, "metric": result.metric,
+            "value": None if math.isnan(result.value) else result.value, "n_a": result.n_a, "n_d": result.n_d,
+            "breached": fairness.breached(result)}
+
+
+def bias_records(fairness: Fairness, group_column: str | None) -> list[dict[str, Any]]:
+    """Every result as an `ops.bias_metrics` row, without the run's and the model version's columns."""
+    rows = []
+    for result in [*fairness.pre, *fairness.post]:
+        low, high = fairness.bounds(result)
+        rows.append({
+            "stage": result.stage, "dataset": "train" if result.stage == "pre_training" else "test",
+            "facet": result.facet, "facet_value": result.facet_value, "group_column": group_column,
+            "label_value": result.label_value, "metric": result.metric,
+            "value": None if math.isnan(result.value) else float(result.value), "n_a": result.n_a, "n_d": result.n_d,
+            "threshold_min": low, "threshold_max": high, "breached": fairness.breached(result),
+        })
+    return rows

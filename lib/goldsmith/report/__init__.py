@@ -10,11 +10,11 @@ from pyspark.sql import SparkSession
 
 from goldsmith.config.models import PipelineConfig
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.report.browser import RenderCheck, RenderFailed, check_render
+from goldsmith.report.browser import RenderCheck, check_render
 from goldsmith.report.collect import ReportData, collect_report
 from goldsmith.report.html import render
 
-__all__ = ["RenderCheck", "RenderFailed", "ReportData", "check_render", "write_report"]
+__all__ = ["RenderCheck", "ReportData", "check_render", "write_report"]
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from goldsmith.errors import BackendUnavailable, GoldsmithError
+from goldsmith.errors import BackendUnavailable, RenderFailed
 
 WIDTH = 1280
 MAX_HEIGHT = 16_000
@@ -19,12 +19,6 @@ TIMEOUT_SECONDS = 120
 # Chromium logs every console message (an uncaught exception, a blocked resource, console.error) as
 # `INFO:CONSOLE(...)` or `ERROR:CONSOLE(...)` on stderr with --enable-logging=stderr.
 CONSOLE_LINE = re.compile(r":CONSOLE[:(\]]")
-
-
-class RenderFailed(GoldsmithError):
-    """Chromium could not open or screenshot the report."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

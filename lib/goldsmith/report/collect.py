@@ -20,6 +20,7 @@ from goldsmith.config.models import ModelSpec, PipelineConfig
 from goldsmith.errors import GoldsmithError
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import now
+from goldsmith.io.tables import TableRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,7 +119,6 @@ class ReportData:
 
 def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
     """Gather the report's data; a missing ops table or registry leaves its part empty, never raises."""
-    models = _collect_models(lakehouse, config)
     errors: dict[str, str] = {}
 
     def guarded(section: str, read: Callable[[], T], empty: T) -> T:
@@ -130,7 +130,8 @@ def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
             errors[section] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             return empty
 
-    models = guarded("models", lambda: _collect_models(lakehouse, config), [])
+    # Once, guarded: the models section reads MLflow and two ops tables, any of which may be unreadable.
+    models: list[ModelReport] = guarded("models", lambda: _collect_models(lakehouse, config), [])
     ledger = guarded("lineage", lambda: _ledger(lakehouse), None)
     return ReportData(
         pipeline=config.name, description=config.description, root=lakehouse.root, generated_at=now(),
@@ -181,10 +182,10 @@ def _ledger(lakehouse: Lakehouse) -> list[dict[str, Any]] | None:
 
 def _count(lakehouse: Lakehouse, name: str) -> int | None:
     """Row count of `layer.table` (Delta answers it from its log's statistics), None when it does not exist."""
-    layer, table = name.split(".", 1)
-    if not lakehouse.exists(layer, table):
+    ref = TableRef.parse(name)
+    if not lakehouse.exists(ref.layer, ref.table):
         return None
-    return int(lakehouse.read(layer, table).count())
+    return int(lakehouse.read(ref.layer, ref.table).count())
 
 
 def _lineage(
@@ -275,13 +276,13 @@ def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) ->
 def _mlflow_client(lakehouse: Lakehouse, tracking_uri: str | None) -> Any:
     """An MlflowClient for the lakehouse, or None when nothing was ever tracked there (a report must not create
     the tracking database as a side effect)."""
-    from goldsmith.ml.tracking import activate, local_path, tracking_for
+    from goldsmith.ml.tracking import local_path, open_client
 
     folder = local_path(lakehouse.root)
     if not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) and folder is not None \
             and not (folder / "_mlflow" / "mlflow.db").exists():
         return None
-    return activate(tracking_for(lakehouse.root, tracking_uri))
+    return open_client(lakehouse.root, tracking_uri)
 
 
 def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelReport]:

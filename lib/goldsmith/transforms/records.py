@@ -1,4 +1,5 @@
-"""Why a landing record is malformed, as Column expressions over the raw record."""
+"""Malformed landing records: which rows are (`with_malformed_flag`) and why, as Column expressions over the raw
+record."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructType
 
+from goldsmith.io.landing import CORRUPT_COLUMN
+
 REPLACEMENT_CHAR = "\ufffd"  # what Spark's decoder puts where bytes were not valid UTF-8
-QUARANTINE_COLUMNS = (
-    "_source_file", "_batch_id", "_ingested_at", "_run_id", "layer", "table_name", "rule", "action",
-    "reason", "raw_record",
-)
 
 
 def has_invalid_encoding(columns: list[Column]) -> Column:
@@ -79,4 +78,12 @@ def with_unparsable_detail(df: DataFrame, raw_col: str, reason_col: str, schema:
             ).otherwise(F.col(reason_col)),
         )
         .drop("_p")
+    )
+
+
+def with_malformed_flag(df: DataFrame, schema: StructType) -> DataFrame:
+    """`_is_malformed`: the reader could not parse the record, or a text field holds invalid UTF-8."""
+    text_columns = [F.col(f.name) for f in schema.fields if isinstance(f.dataType, StringType)]
+    return df.withColumn(
+        "_is_malformed", F.col(CORRUPT_COLUMN).isNotNull() | has_invalid_encoding(text_columns)
     )

@@ -22,7 +22,7 @@ def get_backend(name: str) -> Backend:
         except ImportError:
             raise BackendUnavailable(
                 "trainer.backend torch-distributor needs PyTorch: pip install 'goldsmith[torch]' "
-                "(torch==2.13.0); ./scripts/setup.sh installs it"
+                "(torch==2.13.0); `scripts/setup.sh test` installs it"
             ) from None
         from goldsmith.ml.backends.torch_ddp import TorchDistributorBackend
 

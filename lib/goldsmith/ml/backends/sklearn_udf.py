@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BinaryType,
@@ -43,7 +42,6 @@ from pyspark.sql.types import (
 )
 
 from goldsmith.errors import ConfigError, StageFailed
-from goldsmith.io.paths import mounted_path
 from goldsmith.ml.base import (
     LABEL,
     WEIGHT,
@@ -52,9 +50,10 @@ from goldsmith.ml.base import (
     ChildResult,
     PandasModel,
     Problem,
-    PyfuncPredictor,
     TrainingSets,
 )
+from goldsmith.ml.pandas_predictor import PyfuncPredictor
+from goldsmith.ml.snapshots import read_snapshot, sample_rows, write_snapshot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -280,36 +279,9 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _arrow_path(uri: str) -> str:
-    """A path pyarrow opens: `file:` URIs become local paths, `dbfs:/` the FUSE mount, `s3a://` `s3://`."""
-    path = mounted_path(uri)
-    if path is not None:
-        return path
-    for scheme in ("s3a://", "s3n://"):
-        if uri.startswith(scheme):
-            return "s3://" + uri[len(scheme):]
-    return uri
-
-
-def _read_parquet(uri: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(_arrow_path(uri)).to_pandas()
-
-
 def _metric_note(problem: Problem, metrics: dict[str, float]) -> str:
     name = problem.spec.metric
     return f"{name} {metrics[name]:.4f}" if name in metrics else "no validation rows"
-
-
-def _sample(df: DataFrame, limit: int | None, seed: int) -> DataFrame:
-    """At most `limit` rows, a seeded sample (the whole DataFrame when it is small enough)."""
-    if limit is None:
-        return df
-    total = df.count()
-    if total <= limit:
-        return df
-    return df.sample(fraction=min(1.0, 1.1 * limit / total), seed=seed).limit(limit)
 
 
 class SklearnUdfBackend(Backend):
@@ -338,9 +310,9 @@ class SklearnUdfBackend(Backend):
         columns = [*problem.features.all, LABEL, WEIGHT]
         base = sets.workdir.rstrip("/") + "/sklearn"
         train_uri, validation_uri = f"{base}/train", f"{base}/validation"
-        _sample(sets.train.select(*columns), problem.spec.trainer.max_train_rows, problem.seed) \
-            .write.mode("overwrite").parquet(train_uri)
-        sets.validation.select(*columns).write.mode("overwrite").parquet(validation_uri)
+        write_snapshot(sample_rows(sets.train.select(*columns), problem.spec.trainer.max_train_rows, problem.seed),
+                       train_uri)
+        write_snapshot(sets.validation.select(*columns), validation_uri)
 
         def fit(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             import pandas as pd
@@ -354,7 +326,7 @@ class SklearnUdfBackend(Backend):
                                            "validation_rows": 0, "seconds": 0.0, "error": None}
                     try:
                         if not snapshots:
-                            snapshots.extend([_read_parquet(train_uri), _read_parquet(validation_uri)])
+                            snapshots.extend([read_snapshot(train_uri), read_snapshot(validation_uri)])
                         train, validation = snapshots
                         fitted = fit_and_score(problem, algorithm, params, train, validation)
                         row.update(model=cloudpickle.dumps(fitted.model), metrics=json.dumps(fitted.metrics),
@@ -414,7 +386,7 @@ class SklearnUdfBackend(Backend):
         validation = sets.validation.select(*columns, F.lit("validation").alias(SPLIT))
         own = train.unionByName(validation).where(F.col(group_by).isNotNull()) \
             .select("*", F.lit(False).alias(FALLBACK), F.col(group_by).alias(GROUP))
-        everything = _sample(train, trainer.max_train_rows, problem.seed).unionByName(validation) \
+        everything = sample_rows(train, trainer.max_train_rows, problem.seed).unionByName(validation) \
             .select("*", F.lit(True).alias(FALLBACK), F.lit(None).cast(group_type).alias(GROUP))
         schema = _group_schema(group_type)
         min_rows, limit, seed = trainer.min_group_rows, trainer.max_train_rows, problem.seed

@@ -35,11 +35,12 @@ from goldsmith.ml.base import (
     Candidate,
     PandasModel,
     Problem,
-    PyfuncPredictor,
     TrainingSets,
     feature_columns,
 )
 from goldsmith.ml.encoding import TabularEncoder
+from goldsmith.ml.pandas_predictor import PyfuncPredictor
+from goldsmith.ml.snapshots import sample_rows, snapshot_files, write_snapshot
 from goldsmith.timing import Timer
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class TorchDistributorBackend(Backend):
             )
         prepared = time.perf_counter()
         snapshot = self._snapshot(problem, sets, trainer, f"{root_uri}/snapshot")
-        files = sorted(str(p) for p in (root / "snapshot").glob("*.parquet"))
+        files = snapshot_files(root / "snapshot")
         if len(files) < trainer.num_processes:
             raise ConfigError(
                 f"model {problem.name}: {len(files)} training file(s) for {trainer.num_processes} processes; "
@@ -233,12 +234,8 @@ class TorchDistributorBackend(Backend):
             F.col(LABEL).cast("double").alias(LABEL),
             F.coalesce(weight, F.lit(1.0)).alias(WEIGHT),
         )
-        if trainer.max_train_rows is not None:
-            total = df.count()
-            if total > trainer.max_train_rows:
-                fraction = min(1.0, 1.1 * trainer.max_train_rows / total)
-                df = df.sample(fraction=fraction, seed=problem.seed).limit(trainer.max_train_rows)
-        df.repartition(trainer.num_processes * FILES_PER_PROCESS).write.mode("overwrite").parquet(path)
+        df = sample_rows(df, trainer.max_train_rows, problem.seed)
+        write_snapshot(df, path, files=trainer.num_processes * FILES_PER_PROCESS)
         return df.sparkSession.read.parquet(path)
 
 

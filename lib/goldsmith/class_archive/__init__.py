@@ -6,8 +6,10 @@ program loaded into a file at exit (`-XX:ArchiveClassesAtExit`, dynamic CDS) and
 JVMs (`-XX:SharedArchiveFile`): ~4.5 s to a session and ~1.5 s to a first job.
 
 Set-up records it once per virtualenv and Java (`python -m goldsmith.class_archive PIPELINE`, from
-`scripts/setup.sh`) by running the pipeline's ETL on a small slice of the flights example; `build_session`
-adds it to the JVM it starts when it exists. The JVM checks the archive itself (same JDK build, same class
+`scripts/setup.sh`, see `__main__`) by running the pipeline's ETL on a small slice of the flights example;
+`build_session` adds it to the JVM it starts when it exists. This module is the session factory's half: where the
+archive is and the options that map it. It imports nothing above `goldsmith.jvm`; the recording, which runs a
+pipeline, is the package's `__main__`. The JVM checks the archive itself (same JDK build, same class
 path: the same jar paths, sizes and times) and ignores one that does not match (`-Xshare:auto`), so a stale
 file costs nothing but the speed-up. The class path is the virtualenv's pyspark jars, so the archive lives in
 that virtualenv and its name says which Java and which jars it was recorded with: a second clone (its own
@@ -21,9 +23,10 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+from goldsmith.jvm import DELTA_VERSION, cache_dir, spark_jars_dir
 
 # The JVM's own reports on the archive (one it cannot use, classes it skips recording) stay out of the output.
 LOG_OFF = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
@@ -39,8 +42,6 @@ def _java() -> str:
 
 def _spark_jars() -> Path:
     """The folder of jars on the local Spark JVM's class path, resolved (the JVM checks real paths)."""
-    from goldsmith.session import spark_jars_dir
-
     return Path(os.path.realpath(spark_jars_dir()))
 
 
@@ -52,15 +53,11 @@ def archive_dir() -> Path:
     """The virtualenv's own folder for archives; outside a virtualenv, goldsmith's cache."""
     if _in_virtualenv():
         return Path(sys.prefix) / "goldsmith-cds"
-    from goldsmith.session import cache_dir
-
     return cache_dir() / "cds"
 
 
 def archive_path() -> Path:
     """The archive of this Java and these Spark jars (it may not exist)."""
-    from goldsmith.session import DELTA_VERSION
-
     jars = _spark_jars()
     # The folder's time changes when a jar is added, removed or replaced (a reinstall), as the JVM's check would.
     stamp = jars.stat().st_mtime_ns if jars.is_dir() else 0
@@ -76,37 +73,6 @@ def java_options() -> list[str]:
     return [f"-XX:SharedArchiveFile={archive}", *QUIET] if archive.is_file() else []
 
 
-def record(pipeline: Path, limit: int = 300) -> Path:
-    """Run the pipeline's ingest, refine and features on `limit` example flights in a JVM that writes the
-    classes it loaded to the archive at exit; return the archive."""
-    from goldsmith.config import load_pipeline
-    from goldsmith.examples import write_flights_landing
-    from goldsmith.jobs.pipeline import run_pipeline
-    from goldsmith.session import build_session, log4j_option
-
-    archive = archive_path()
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
-    options = " ".join([log4j_option(), f"-XX:ArchiveClassesAtExit={partial}", *LOG_OFF])
-    with tempfile.TemporaryDirectory(prefix="goldsmith-cds-") as work:
-        landing = Path(work) / "landing"
-        write_flights_landing(landing, limit=limit)
-        config = load_pipeline(pipeline, [f"storage.root={Path(work) / 'lake'}", f"vars.landing={landing}"])
-        spark = build_session("goldsmith-class-archive", "local[2]",
-                              {**config.spark.conf, "spark.driver.extraJavaOptions": options})
-        jvm_process = spark.sparkContext._gateway.proc  # type: ignore[union-attr]
-        run_pipeline(config, ["ingest", "refine", "features"], spark)
-        spark.stop()
-        # The JVM writes the archive as it exits, which it does when its input closes.
-        jvm_process.stdin.close()
-        jvm_process.wait(timeout=600)
-    if not partial.is_file():
-        raise RuntimeError(f"the JVM wrote no class archive at {partial}")
-    partial.replace(archive)
-    remove_stale(archive)
-    return archive
-
-
 def remove_stale(archive: Path) -> list[Path]:
     """In a virtualenv only one class path is ever used, so its earlier archives (~200 MB each, from an
     earlier Java or pyspark) are stale: remove them. The shared cache's may be other clones' and stay."""
@@ -119,19 +85,10 @@ def remove_stale(archive: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
+    """`python -m goldsmith.class_archive --path`: print the archive's path (it may not exist). The recording form
+    (`PIPELINE.yml`) is the package's `__main__`; here it is a usage error."""
     if argv[:1] == ["--path"]:
         print(archive_path())
         return 0
-    if len(argv) != 1:
-        print("usage: python -m goldsmith.class_archive PIPELINE.yml | --path", file=sys.stderr)
-        return 2
-    archive = archive_path()
-    if archive.is_file():
-        return 0
-    print(f"goldsmith set-up: recording the JVM class archive {archive} (once per virtualenv and Java)", flush=True)
-    record(Path(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    print("usage: python -m goldsmith.class_archive PIPELINE.yml | --path", file=sys.stderr)
+    return 2

@@ -1,0 +1,266 @@
+"""Read a local Delta table without Spark: for commands that must answer without starting a JVM.
+
+The table's state is its log replayed as the Delta protocol describes it: the checkpoint named by
+`_delta_log/_last_checkpoint` (else the newest checkpoint listed), then every later `NNNNNNNNNNNNNNNNNNNN.json`
+commit in order, each `add` making a data file live and each `remove` taking it away. The live parquet files,
+read with pyarrow and cast to the schema of the last `metaData` action, are the table's rows.
+
+Only what the small `ops.*` tables use is read. Anything else raises `DeltaLogUnsupported` so that the caller
+reads the table with Spark instead: a root that is not a local folder, deletion vectors, column mapping, partition
+columns, a reader feature not known here, a v2 checkpoint (it may list its files in sidecars), or a log with a
+gap in its commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from goldsmith.errors import DeltaLogUnsupported
+from goldsmith.io.paths import local_folder
+
+LOG_FOLDER = "_delta_log"
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+_CLASSIC_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
+_PART_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.(\d{10})\.(\d{10})\.parquet$")
+# Reader features that change nothing for this reader, or whose use is checked file by file (deletion vectors).
+_KNOWN_READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "vacuumProtocolCheck"})
+# Writer features under which a commit is first written outside `_delta_log/` (a commit coordinator's).
+_COMMITS_ELSEWHERE = frozenset({"coordinatedCommits-preview", "catalogOwned-preview", "catalogManaged"})
+_ACTIONS = ("add", "remove", "metaData", "protocol")
+_PRIMITIVES: dict[str, pa.DataType] = {
+    "string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(), "byte": pa.int8(),
+    "double": pa.float64(), "float": pa.float32(), "boolean": pa.bool_(), "binary": pa.binary(),
+    "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"), "timestamp_ntz": pa.timestamp("us"),
+}
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+
+
+@dataclass(frozen=True)
+class DeltaSnapshot:
+    """A table at one version: its arrow schema and the live parquet files."""
+
+    path: Path
+    version: int
+    schema: pa.Schema
+    files: tuple[Path, ...]
+
+
+def _unsupported(path: Path, what: str) -> DeltaLogUnsupported:
+    return DeltaLogUnsupported(f"Delta table {path}: {what}; the pure-Python reader does not read it, "
+                               "read the table with Spark instead")
+
+
+def table_folder(uri: str) -> Path:
+    """The local folder of a table URI (a plain path or `file:`); DeltaLogUnsupported for any other scheme."""
+    folder = local_folder(uri)
+    if folder is None:
+        raise DeltaLogUnsupported(f"{uri} is not a local folder; the pure-Python Delta reader reads only plain "
+                                  "paths and file: URIs, read the table with Spark instead")
+    return Path(folder)
+
+
+def snapshot(uri: str) -> DeltaSnapshot | None:
+    """The latest state of the Delta table at `uri`, or None when there is no table (no commit) there."""
+    path = table_folder(uri)
+    log_dir = path / LOG_FOLDER
+    names = [p.name for p in log_dir.iterdir()] if log_dir.is_dir() else []
+    commits = {int(m.group(1)): m.group(0) for m in map(_COMMIT.match, names) if m}
+    checkpoint = _checkpoint(path, log_dir, names)
+    if not commits and checkpoint is None:
+        return None
+    start = -1 if checkpoint is None else checkpoint[0]
+    later = sorted(v for v in commits if v > start)
+    if later != list(range(start + 1, start + 1 + len(later))):
+        raise _unsupported(path, f"its log has a gap: after version {start} it lists commits {later[:10]}")
+    files: dict[tuple[str, str | None], dict[str, Any]] = {}
+    state: dict[str, dict[str, Any]] = {}
+    if checkpoint is not None:
+        for action, value in _checkpoint_actions(path, log_dir, checkpoint[1]):
+            _apply(action, value, files, state)
+    for version in later:
+        for line in (log_dir / commits[version]).read_text("utf-8").splitlines():
+            if line.strip():
+                action, value = next(iter(json.loads(line).items()))
+                _apply(action, value, files, state)
+    version = later[-1] if later else start
+    schema = _check_state(path, state, files.values())
+    return DeltaSnapshot(path, version, schema, tuple(_data_file(path, name) for name, _ in files))
+
+
+def read_table(uri: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The rows of the Delta table at `uri` (only `columns`, if given) as one arrow table, None when there is no
+    table. A column that a file lacks (it was added later) reads as null, as Spark reads it; so does a requested
+    column that the table lacks."""
+    try:
+        state = snapshot(uri)
+        if state is None:
+            return None
+        schema = state.schema
+        if columns is not None:
+            # A column the table does not have (written by an older goldsmith) reads as null, as in `OpsLog`.
+            schema = pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.null()) for c in columns])
+        parts = [_read_file(state.path, file, schema) for file in state.files]
+    except FileNotFoundError as exc:
+        # A cleanup (log retention, VACUUM) removed a file between the listing and the read.
+        raise _unsupported(table_folder(uri), f"{exc.filename} went away while the table was read") from None
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def read_rows(uri: str, columns: Sequence[str] | None = None) -> list[dict[str, Any]] | None:
+    """`read_table` as a list of dicts (maps as dicts, timestamps as UTC datetimes), None when there is no table."""
+    table = read_table(uri, columns)
+    return None if table is None else table.to_pylist(maps_as_pydicts="strict")
+
+
+def _checkpoint(path: Path, log_dir: Path, names: list[str]) -> tuple[int, list[Path]] | None:
+    """(version, parquet files) of the checkpoint to start from, or None to replay every commit."""
+    listed = set(names)
+    last = _last_checkpoint(log_dir)
+    if last is not None:
+        version, parts = int(last["version"]), last.get("parts")
+        if "v2Checkpoint" in last:
+            raise _unsupported(path, f"its checkpoint at version {version} is a v2 checkpoint")
+        wanted = [f"{version:020d}.checkpoint.parquet"] if not parts else [
+            f"{version:020d}.checkpoint.{i:010d}.{int(parts):010d}.parquet" for i in range(1, int(parts) + 1)
+        ]
+        if not listed.issuperset(wanted):
+            raise _unsupported(path, f"_last_checkpoint names version {version}, whose checkpoint file(s) "
+                                     f"{sorted(set(wanted) - listed)} are not there (a v2 checkpoint, or a "
+                                     "checkpoint being cleaned up)")
+        return version, [log_dir / name for name in wanted]
+    # No hint (it is only an optimisation): the newest complete classic or multi-part checkpoint listed.
+    complete: dict[int, list[Path]] = {}
+    parts_of: dict[tuple[int, int], list[Path]] = {}
+    for name in names:
+        if m := _CLASSIC_CHECKPOINT.match(name):
+            complete[int(m.group(1))] = [log_dir / name]
+        elif m := _PART_CHECKPOINT.match(name):
+            parts_of.setdefault((int(m.group(1)), int(m.group(3))), []).append(log_dir / name)
+    for (version, total), found in parts_of.items():
+        if len(found) == total:
+            complete.setdefault(version, sorted(found))
+    if not complete:
+        return None
+    version = max(complete)
+    return version, complete[version]
+
+
+def _last_checkpoint(log_dir: Path) -> dict[str, Any] | None:
+    """The `_last_checkpoint` hint, or None when there is none or it cannot be parsed (caught mid-write)."""
+    try:
+        last = json.loads((log_dir / "_last_checkpoint").read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return last if isinstance(last, dict) and "version" in last else None
+
+
+def _checkpoint_actions(path: Path, log_dir: Path, parts: list[Path]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """The add, remove, metaData and protocol actions of a classic (or multi-part) checkpoint."""
+    for part in parts:
+        names = pq.ParquetFile(part).schema_arrow.names
+        if "sidecar" in names or "checkpointMetadata" in names:
+            raise _unsupported(path, f"{part.relative_to(log_dir.parent)} is a v2 checkpoint")
+        table = pq.read_table(part, columns=[a for a in _ACTIONS if a in names])
+        for row in table.to_pylist(maps_as_pydicts="lossy"):
+            for action, value in row.items():
+                if value is not None:
+                    yield action, value
+
+
+def _file_key(value: dict[str, Any]) -> tuple[str, str | None]:
+    """A data file's identity in the log: its path and its deletion vector's id (one commit of a DELETE adds the
+    file with a vector and removes the same path without one)."""
+    vector = value.get("deletionVector")
+    vector_id = None if not vector else f"{vector['storageType']}{vector['pathOrInlineDv']}@{vector.get('offset')}"
+    return unquote(value["path"]), vector_id
+
+
+def _apply(action: str, value: dict[str, Any], files: dict[tuple[str, str | None], dict[str, Any]],
+           state: dict[str, dict[str, Any]]) -> None:
+    """One log action on the replayed state; the actions that do not change the rows are skipped."""
+    if action == "add":
+        files[_file_key(value)] = value
+    elif action == "remove":
+        files.pop(_file_key(value), None)
+    elif action in ("metaData", "protocol"):
+        state[action] = value
+
+
+def _check_state(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]]) -> pa.Schema:
+    """The table's arrow schema, after refusing every feature this reader does not read."""
+    protocol, metadata = state.get("protocol"), state.get("metaData")
+    if protocol is None or metadata is None:
+        raise _unsupported(path, "its log has no protocol or metaData action")
+    reader_version = int(protocol.get("minReaderVersion", 1))
+    features = set(protocol.get("readerFeatures") or [])
+    if reader_version > 3 or features - _KNOWN_READER_FEATURES:
+        raise _unsupported(path, f"it needs reader version {reader_version} with features "
+                                 f"{sorted(features - _KNOWN_READER_FEATURES) or sorted(features)}")
+    managed = set(protocol.get("writerFeatures") or []) & _COMMITS_ELSEWHERE
+    if managed:
+        raise _unsupported(path, f"its newest commits may not be in _delta_log yet (writer features {sorted(managed)})")
+    configuration = dict(metadata.get("configuration") or {})
+    mode = configuration.get("delta.columnMapping.mode", "none")
+    if mode != "none":
+        raise _unsupported(path, f"it uses column mapping (delta.columnMapping.mode = {mode})")
+    if metadata.get("partitionColumns"):
+        raise _unsupported(path, f"it is partitioned by {metadata['partitionColumns']}")
+    with_vectors = [f["path"] for f in live if f.get("deletionVector")]
+    if with_vectors:
+        raise _unsupported(path, f"{len(with_vectors)} of its files have deletion vectors, e.g. {with_vectors[0]}")
+    schema = json.loads(metadata["schemaString"])
+    # Every field nullable: a column added after a file was written reads as null in that file's rows.
+    return pa.schema([pa.field(f["name"], _arrow_type(path, f["type"])) for f in schema["fields"]])
+
+
+def _arrow_type(path: Path, spark_type: Any) -> pa.DataType:
+    """The arrow type of a Delta schema type (its JSON form)."""
+    if isinstance(spark_type, str):
+        if spark_type in _PRIMITIVES:
+            return _PRIMITIVES[spark_type]
+        if m := _DECIMAL.match(spark_type):
+            return pa.decimal128(int(m.group(1)), int(m.group(2)))
+    elif spark_type.get("type") == "array":
+        return pa.list_(_arrow_type(path, spark_type["elementType"]))
+    elif spark_type.get("type") == "map":
+        return pa.map_(_arrow_type(path, spark_type["keyType"]), _arrow_type(path, spark_type["valueType"]))
+    elif spark_type.get("type") == "struct":
+        return pa.struct([pa.field(f["name"], _arrow_type(path, f["type"])) for f in spark_type["fields"]])
+    raise _unsupported(path, f"it has a column of type {spark_type}")
+
+
+def _data_file(path: Path, name: str) -> Path:
+    """The local path of a data file named (URL-decoded) in an `add` action: relative to the table, or a URI."""
+    if ":" in name.split("/", 1)[0]:
+        folder = local_folder(name)
+        if folder is None:
+            raise _unsupported(path, f"a data file is not local: {name}")
+        return Path(folder)
+    return path / name
+
+
+def _read_file(path: Path, file: Path, schema: pa.Schema) -> pa.Table:
+    """One data file cast to `schema`; a column the file lacks (added after it was written) is null."""
+    present = set(pq.ParquetFile(file).schema_arrow.names)
+    table = pq.read_table(file, columns=[c for c in schema.names if c in present],
+                          coerce_int96_timestamp_unit="us")
+    columns = []
+    for field in schema:
+        if field.name not in present:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        try:
+            columns.append(table.column(field.name).cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise _unsupported(path, f"column {field.name} of {file.name} does not cast to {field.type}: {exc}") \
+                from None
+    return pa.Table.from_arrays(columns, schema=schema)
