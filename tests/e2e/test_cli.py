@@ -10,7 +10,20 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from .conftest import BAD_LINES, BIN, FLIGHTS, REPO, WEATHER_ROWS, FirstRun, Reader, goldsmith, run
+from goldsmith.jobs.train import TrainOutcome
+
+from .conftest import (
+    BAD_LINES,
+    BIN,
+    FLIGHTS,
+    REPO,
+    WEATHER_ROWS,
+    FirstRun,
+    Reader,
+    goldsmith,
+    run,
+    run_in_process,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +113,10 @@ def test_a_second_run_under_watch_changes_nothing(
     assert {t: reader.version(t, root) for t in versions} == versions
 
 
-def test_models_cli_rollback_then_rescore_restores_predictions(flights_lake: FirstRun, reader: Reader) -> None:
+def test_models_cli_rollback_then_rescore_restores_predictions(
+    flights_lake: FirstRun, reader: Reader, spark: SparkSession,
+) -> None:
+    # `goldsmith models` is the command under test; the runs around it are made in process.
     root, base = flights_lake.root, flights_lake.args
     checksum = "select count(*) as n, sum(hash(flight_id, prediction, probability)) as h, " \
         "min(model_version) as lo, max(model_version) as hi from gold.flight_delay_predictions"
@@ -110,8 +126,8 @@ def test_models_cli_rollback_then_rescore_restores_predictions(flights_lake: Fir
     other = ("--set", "models.flight_delay.trainer={backend: spark-ml, algorithm: logistic_regression}",
              "--set", "models.flight_delay.gates.min_improvement=-1",
              "--set", "models.flight_delay.gates.min_metrics={}", "--set", "models.flight_delay.bias.gates={}")
-    second = goldsmith(*base, *other, "--stages", "train,score")
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = run_in_process(spark, base[1], *base[2:], *other, "--stages", "train,score")
+    assert [m.status for m in second.models if isinstance(m, TrainOutcome)] == ["champion"]
     v2 = reader.row(checksum, root)
     assert (v2["n"], v2["lo"], v2["hi"]) == (v1["n"], 2, 2) and v2["h"] != v1["h"]
 
@@ -123,8 +139,7 @@ def test_models_cli_rollback_then_rescore_restores_predictions(flights_lake: Fir
     back = goldsmith("models", "rollback", "flight_delay", "--root", str(root), "--reason", "e2e")
     assert back.returncode == 0, back.stderr[-3000:]
     assert "v2 -> v1" in back.stdout
-    rescore = goldsmith(*base, *other, "--stages", "score")
-    assert rescore.returncode == 0, rescore.stderr[-3000:]
+    run_in_process(spark, base[1], *base[2:], *other, "--stages", "score")
     assert reader.row(checksum, root) == v1  # the previous champion's predictions, row for row
     moves = reader.row("select count(*) as n, max_by(action, moved_at) as last, max_by(actor, moved_at) as who "
                        "from ops.model_promotions", root)
@@ -146,27 +161,26 @@ def test_spark_submit_runs_the_reviews_pipeline(tmp_path: Path, reader: Reader, 
     expected = sum(per_file.values())
     assert expected == 979
 
-    # One stage as its own Spark application (a thin launcher), then the whole pipeline: ingest finds nothing
-    # new, refine and the rest run, the sentiment model is trained with the shipped gates and scores every review.
+    # One stage as its own Spark application (a thin launcher under spark-submit), then the whole pipeline in the
+    # test process: ingest finds nothing new, the sentiment model is trained with the shipped gates and scores
+    # every review.
     ingest = run(
         str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/ingest.py", "conf/pipelines/reviews.yml",
         "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
     )
     assert ingest.returncode == 0, (ingest.stdout + ingest.stderr)[-3000:]
+    # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
+    assert "[ingest] done" in ingest.stdout, ingest.stdout[-3000:]
     assert reader.row("select count(*) as n from bronze.reviews", root) == {"n": expected}
     assert not (root / "silver").exists()
-    again = run(
-        str(BIN / "spark-submit"), "--master", "local[2]", "spark_jobs/pipeline.py", "conf/pipelines/reviews.yml",
-        "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-    )
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    # spark-submit's PythonRunner merges the Python driver's stderr into stdout.
-    progress = again.stdout
-    assert "no new files" in progress, progress[-3000:]
-    assert "Model review_sentiment version 1 (spark-ml" in progress and "macro_f1" in progress, progress[-3000:]
-    assert "is champion" in progress and "not champion:" not in progress, progress[-3000:]
-    assert "test F1 per class: negative" in progress
-    assert "label review:" in progress and "gold.review_sentiment_label_review" in progress
+    ctx = run_in_process(spark, "conf/pipelines/reviews.yml", "--set", f"storage.root={root}",
+                         "--set", f"vars.landing={landing}")
+    assert [r.status for r in ctx.results if r.stage == "ingest"] == ["skipped"]
+    (model,) = [m for m in ctx.models if isinstance(m, TrainOutcome)]
+    assert (model.version, model.backend, model.status, model.reasons) == (1, "spark-ml", "champion", [])
+    assert model.test_metrics["macro_f1"] >= 0.4  # the shipped gate
+    assert {k for k in model.test_metrics if k.startswith("f1_")} == {"f1_negative", "f1_neutral", "f1_positive"}
+    assert model.label_issues is not None and model.label_issues > 0
     got = reader.row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"

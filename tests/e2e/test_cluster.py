@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, CHECKSUMS, FLIGHTS, FirstRun, Reader, free_port, run, start
+from .conftest import BIN, FEATURES_CHECKSUM, FLIGHTS, PREDICTIONS, FirstRun, Reader, free_port, run, start
 
 pytestmark = pytest.mark.slow
 
@@ -106,11 +106,17 @@ def test_cluster_run_equals_local_run(
     assert f"open {mlflow_server}" in on_cluster.stdout  # runs and models went to the tracking server
     assert not (shared / "_mlflow").exists()
 
-    for table, query in CHECKSUMS.items():
-        cluster_sum = reader.row(query, shared)
-        assert cluster_sum == flights_lake.checksums[table], table
-        assert isinstance(cluster_sum["n"], int) and cluster_sum["n"] > 0
-    assert flights_lake.checksums["gold.flight_features"]["n"] == FLIGHTS
+    assert reader.row(FEATURES_CHECKSUM, shared) == flights_lake.features
+    assert flights_lake.features["n"] == FLIGHTS
+    local = flights_lake.predictions
+    remote = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, shared)}
+    assert len(local) > 0 and remote.keys() == local.keys()
+    for flight_id, row in remote.items():
+        mine = local[flight_id]
+        assert row["model_version"] == mine["model_version"] == 1
+        assert row["probability"] == pytest.approx(mine["probability"], abs=1e-6), flight_id
+        if abs(mine["probability"] - 0.5) > 1e-6:
+            assert row["prediction"] == mine["prediction"], flight_id
     registered = reader.row("select count(*) as n, max(to_version) as v from ops.model_promotions "
                             "where alias = 'champion'", shared)
     assert registered == {"n": 1, "v": 1}
