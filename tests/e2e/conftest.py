@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.lakehouse import ROOT_CONF, Lakehouse
+from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,13 +72,19 @@ class Reader:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
-        self._open: Lakehouse | None = None
+        self._open: dict[str, Lakehouse] = {}
+
+    def _lakehouse(self, root: Path) -> Lakehouse:
+        """The lakehouse at `root`, opened again when the session's catalog was pointed at another root since
+        (an in-process run, another test): its names were dropped then, and must be registered anew."""
+        opened = self._open.get(str(root))
+        if opened is None or self.spark.conf.get(ROOT_CONF, None) != opened.root:
+            opened = self._open[str(root)] = Lakehouse(self.spark, str(root))
+        return opened
 
     def rows(self, query: str, root: Path) -> list[dict[str, Any]]:
         """Every row of `query` over the tables under `root` (at their latest committed versions)."""
-        if self._open is None or self._open.root != Lakehouse(self.spark, str(root)).root:
-            self._open = Lakehouse(self.spark, str(root))
-        self._open.attach()  # tables created since the last query
+        self._lakehouse(root).attach()  # tables created since the last query
         return [r.asDict(recursive=True) for r in self.spark.sql(query).collect()]
 
     def row(self, query: str, root: Path) -> dict[str, Any]:
@@ -88,8 +95,8 @@ class Reader:
 
     def version(self, table: str, root: Path) -> int | None:
         """The latest Delta version of `layer.table` under `root`."""
-        layer, name = table.split(".", 1)
-        return Lakehouse(self.spark, str(root)).version(layer, name)
+        ref = TableRef.parse(table)
+        return self._lakehouse(root).version(ref.layer, ref.table)
 
 
 @pytest.fixture(scope="session")

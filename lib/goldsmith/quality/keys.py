@@ -23,15 +23,18 @@ def check_grain(name: str, grain: str, rows: int, grain_df: DataFrame) -> None:
         )
 
 
+def _rows_and_distinct_keys(df: DataFrame, keys: list[str]) -> tuple[int, int]:
+    """`df`'s row count and its count of distinct `keys` (null-safe: null keys are one value), in one pass."""
+    row = df.agg(F.count(F.lit(1)).alias("rows"), F.count_distinct(F.struct(*keys)).alias("distinct_keys")).first()
+    assert row is not None
+    return int(row["rows"]), int(row["distinct_keys"])
+
+
 def check_keys(df: DataFrame, name: str, keys: list[str]) -> int:
     """Row count of `df` (the table's key columns); raise `KeyNotUnique` when `keys` repeat (one pass)."""
     if not keys:
         return int(df.count())
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"), F.count_distinct(F.struct(*keys)).alias("distinct_keys")
-    ).first()
-    assert row is not None
-    rows, distinct = int(row["rows"]), int(row["distinct_keys"])
+    rows, distinct = _rows_and_distinct_keys(df, keys)
     if rows != distinct:
         raise KeyNotUnique(
             f"gold.{name}: keys ({', '.join(keys)}) repeat: {rows:,} rows, {distinct:,} distinct keys; "
@@ -59,12 +62,7 @@ def check_rebuilt_keys(
     total = int(df.count())  # from the Delta log's file statistics, no scan
     # A plain comparison (null is not rebuilt), so the scan skips the files of rows before :since.
     is_rebuilt = F.col(column) >= F.timestamp_micros(F.lit(since))
-    # One pass over the rebuilt part: its rows and their distinct keys.
-    row = df.where(is_rebuilt).agg(
-        F.count(F.lit(1)).alias("rebuilt"), F.count_distinct(F.struct(*keys)).alias("distinct_keys"),
-    ).first()
-    assert row is not None
-    rebuilt_rows, distinct = int(row["rebuilt"]), int(row["distinct_keys"])
+    rebuilt_rows, distinct = _rows_and_distinct_keys(df.where(is_rebuilt), keys)
     if rebuilt_rows != distinct:
         raise KeyNotUnique(
             f"gold.{name}: keys ({', '.join(keys)}) repeat among the rebuilt rows: {rebuilt_rows:,} rows, "
