@@ -91,3 +91,24 @@ class RenderFailed(GoldsmithError):
 
 class PortInUse(GoldsmithError):
     """The port the server should listen on is taken."""
+
+
+class LeaseHeld(GoldsmithError):
+    """Another run of the same pipeline holds the storage root's writer lease."""
+
+    exit_code = 4
+
+
+class LeaseLost(GoldsmithError):
+    """This run's writer lease was taken over (its heartbeat stalled past the lease's time to live)."""
+
+    exit_code = 4
+
+
+def message_line(exc: BaseException, most: int | None = None) -> str:
+    """The first line of an error's message that says something (Spark's often start with a blank line), cut to
+    `most` characters; the error's type name when the message is empty."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:most] if most else line.strip()
+    return type(exc).__name__

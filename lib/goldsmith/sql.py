@@ -20,7 +20,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import Row, SparkSession
 
-from goldsmith.errors import ConfigError, QueryError
+from goldsmith.errors import ConfigError, QueryError, message_line
 
 FORMATS = ("table", "csv", "json")
 TABLE_PAGE = 1000  # rows the table view shows when no --limit is given
@@ -44,7 +44,7 @@ def _query_errors() -> Iterator[None]:
     try:
         yield
     except PySparkException as exc:
-        raise QueryError(f"query failed: {str(exc).strip().splitlines()[0]}") from None
+        raise QueryError(f"query failed: {message_line(exc)}") from None
     except Py4JJavaError as exc:
         # A failure while the query runs (an ANSI overflow, a bad cast) arrives from the JVM unconverted:
         # its innermost cause is the error the user can act on.

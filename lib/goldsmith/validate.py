@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyspark.sql import SparkSession
+
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import ConfigError
 from goldsmith.io.landing import parse_schema
@@ -12,7 +14,12 @@ from goldsmith.session import build_session
 
 def parse_sql_files(config: PipelineConfig) -> int:
     """Parse (not analyse: tables may not exist yet) each SQL file and expectation; return files parsed."""
-    spark = build_session(f"goldsmith-validate-{config.name}", "local[1]", config.spark.conf)
+    return check_sql(build_session(f"goldsmith-validate-{config.name}", "local[1]", config.spark.conf), config)
+
+
+def check_sql(spark: SparkSession, config: PipelineConfig) -> int:
+    """Parse each SQL file, schema and expectation of the pipeline with Spark's parser (milliseconds: a run
+    does it before its first stage, so that a typo stops it before any work); return the files parsed."""
     parser: Any = spark._jsparkSession.sessionState().sqlParser()
     for name, source in config.sources.items():
         parse_schema(name, source.schema_ddl)
@@ -36,7 +43,8 @@ def parse_sql_files(config: PipelineConfig) -> int:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
+    text = str(exc)
     for prefix in ("org.apache.spark.sql.catalyst.parser.ParseException:", "An error occurred"):
-        text = text.replace(prefix, "").strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        text = text.replace(prefix, "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

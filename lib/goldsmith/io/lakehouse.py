@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructField, StructType
 
+from goldsmith import faults
 from goldsmith.config.loader import TABLE_REF  # the pattern the loader checks SQL references with
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,23 @@ _REGISTER_LOCK = threading.Lock()  # tables of one stage run in threads (goldsmi
 ROOT_CONF = "goldsmith.lakehouse.root"
 # Silver and gold tables record their row changes, so that an incremental gold build can find what changed.
 CHANGE_FEED = "delta.enableChangeDataFeed"
+
+
+@dataclass(frozen=True)
+class Txn:
+    """Delta's idempotent-write identifiers for one batch of a stage: a commit carrying (`app_id`, `version`) is
+    applied at most once per table; a repeat (a run killed after the commit, then run again) is skipped by Delta.
+    `version` must grow from one batch to the next of the same `app_id`."""
+
+    app_id: str
+    version: int
+
+    def options(self) -> dict[str, str]:
+        return {"txnAppId": self.app_id, "txnVersion": str(self.version)}
+
+
+# The session settings that give a MERGE (which takes no writer options) the same identifiers.
+_TXN_CONF = ("spark.databricks.delta.write.txnAppId", "spark.databricks.delta.write.txnVersion")
 
 
 def _quote(name: str) -> str:
@@ -186,20 +206,52 @@ class Lakehouse:
         mode: str = "append",
         options: dict[str, str] | None = None,
         metrics: bool = True,
+        txn: Txn | None = None,
     ) -> dict[str, str]:
         """Write `df` to `layer.table` as Delta, register it, and return the commit's operation metrics
-        (Delta's own count of the rows written), or {} when `metrics` is False."""
+        (Delta's own count of the rows written), or {} when `metrics` is False.
+
+        With `txn`, a write whose identifiers the table already committed is skipped by Delta: the metrics are
+        then those of that earlier commit, with `"skipped": "true"` added."""
         writer = df.write.format("delta").mode(mode)
         if mode == "overwrite" and "replaceWhere" not in (options or {}):
             writer = writer.option("overwriteSchema", "true")
-        for key, value in (options or {}).items():
+        for key, value in {**(options or {}), **(txn.options() if txn else {})}.items():
             writer = writer.option(key, value)
+        before = self.version(layer, table) if txn is not None else None
         if self.catalog:
             writer.saveAsTable(self.qualified(layer, table))
         else:
             writer.save(self.path(layer, table))
             self.register(layer, table)
+        faults.committed(layer, table)
+        if txn is not None:
+            return self._txn_outcome(layer, table, txn, before)
         return self.last_commit_metrics(layer, table) if metrics else {}
+
+    @contextmanager
+    def transaction(self, txn: Txn) -> Iterator[None]:
+        """Within the block, this session's MERGE/UPDATE/DELETE commits carry `txn` (a repeat is skipped)."""
+        for key, value in zip(_TXN_CONF, (txn.app_id, str(txn.version)), strict=True):
+            self.spark.conf.set(key, value)
+        try:
+            yield
+        finally:
+            for key in _TXN_CONF:
+                self.spark.conf.unset(key)
+
+    def merge_outcome(self, layer: str, table: str, txn: Txn, before: int | None) -> dict[str, str]:
+        """After a MERGE in `transaction(txn)`: its metrics (those of the earlier commit when it was skipped)."""
+        faults.committed(layer, table)
+        return self._txn_outcome(layer, table, txn, before)
+
+    def _txn_outcome(self, layer: str, table: str, txn: Txn, before: int | None) -> dict[str, str]:
+        metrics, committed = self.last_commit(layer, table)
+        if self.version(layer, table) != before:
+            return metrics
+        if committed == (txn.app_id, txn.version):  # applied before (a killed run): Delta skipped it
+            return {**metrics, "skipped": "true"}
+        return {"skipped": "true"}  # neither written now nor before: nothing to write (no rows, no commit)
 
     def create_empty(self, layer: str, table: str, schema: StructType) -> None:
         """Create `layer.table` with no rows (every column nullable), unless it exists: one metadata commit, no
@@ -211,6 +263,7 @@ class Lakehouse:
         nullable = StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
         DeltaTable.createIfNotExists(self.spark).addColumns(nullable).location(self.path(layer, table)).execute()
         self.register(layer, table)
+        faults.committed(layer, table)
 
     def undo_commit(self, layer: str, table: str, previous_version: int | None) -> None:
         """Take back a commit whose rows failed a check: restore `previous_version`, or remove a table that
@@ -248,12 +301,17 @@ class Lakehouse:
 
     def last_commit_metrics(self, layer: str, table: str) -> dict[str, str]:
         """`operationMetrics` of the table's latest commit (row counts written, as Delta recorded them)."""
+        return self.last_commit(layer, table)[0]
+
+    def last_commit(self, layer: str, table: str) -> tuple[dict[str, str], tuple[str, int] | None]:
+        """The latest commit's `operationMetrics`, and its idempotent-write identifiers (`txn` action) if any
+        (a catalog's history does not show them: None there)."""
         if self.catalog:
             row = self._last_history_row(layer, table)
-            return dict(row["operationMetrics"] or {}) if row else {}
+            return (dict(row["operationMetrics"] or {}) if row else {}), None
         latest = self._latest_commit_file(layer, table)
         if latest is None:
-            return {}
+            return {}, None
         jvm: Any = self.spark.sparkContext._jvm
         path = latest[1]
         stream = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).open(path)
@@ -261,11 +319,16 @@ class Lakehouse:
             text = str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
         finally:
             stream.close()
+        metrics: dict[str, str] = {}
+        txn: tuple[str, int] | None = None
         for line in text.splitlines():
             if line.startswith('{"commitInfo"'):
-                metrics = json.loads(line)["commitInfo"].get("operationMetrics") or {}
-                return {str(k): str(v) for k, v in metrics.items()}
-        return {}
+                found = json.loads(line)["commitInfo"].get("operationMetrics") or {}
+                metrics = {str(k): str(v) for k, v in found.items()}
+            elif line.startswith('{"txn"'):
+                action = json.loads(line)["txn"]
+                txn = (str(action["appId"]), int(action["version"]))
+        return metrics, txn
 
     def _last_history_row(self, layer: str, table: str) -> Any:
         """A catalog table's newest `DESCRIBE HISTORY` row (the catalog keeps the commits), or None."""

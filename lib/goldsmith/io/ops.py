@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StructType, TimestampType
 
-from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.lakehouse import Lakehouse, Txn
 
 SCHEMAS: dict[str, str] = {
     "ingested_files": (
@@ -22,6 +22,13 @@ SCHEMAS: dict[str, str] = {
         "run_id STRING, ingested_at TIMESTAMP, batch_rows BIGINT"
     ),
     "refined_batches": "silver_table STRING, batch_id STRING, run_id STRING, refined_at TIMESTAMP",
+    # A batch's inputs, fixed before its first write (a write-ahead record): a run killed in the middle of the
+    # batch is completed by the next run with exactly these inputs and the same idempotent-write identifiers.
+    # `inputs` is JSON: the landing files of an ingest batch, the bronze batch ids of a refine batch.
+    "batch_plans": (
+        "stage STRING, table_name STRING, seq BIGINT, batch_id STRING, inputs STRING, run_id STRING, "
+        "planned_at TIMESTAMP"
+    ),
     "quality_metrics": (
         "run_id STRING, pipeline STRING, stage STRING, table_name STRING, batch_ids ARRAY<STRING>, "
         "records_in BIGINT, records_out BIGINT, quarantined BIGINT, duplicates BIGINT, "
@@ -121,8 +128,9 @@ class OpsLog:
         # A stage's tables run in threads: one append at a time (the first creates the table) and one read.
         self._lock = threading.RLock()
 
-    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Append rows (dicts keyed by column) to `ops.<table>` in one commit."""
+    def append(self, table: str, rows: Sequence[dict[str, Any]], txn: Txn | None = None) -> None:
+        """Append rows (dicts keyed by column) to `ops.<table>` in one commit; with `txn`, a commit that the
+        table already has (from a killed run) is not made again."""
         if not rows:
             return
         schema = StructType.fromDDL(SCHEMAS[table])
@@ -144,7 +152,7 @@ class OpsLog:
             kept = self._shared.kept.get(self.lakehouse.path("ops", table)) if self._shared else None
             before = kept.version if kept else None
             self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False,
-                                 options={"mergeSchema": "true"})
+                                 options={"mergeSchema": "true"}, txn=txn)
             added = [dict(r) for r in rows]
             if table in self._cache:
                 self._cache[table].extend(added)
@@ -189,8 +197,14 @@ class OpsLog:
         return [r for r in rows if r["source"] == source]
 
     def ingested_files(self, source: str) -> set[tuple[str, int, int]]:
-        """(path, size, modified_ms) of every file already ingested for `source`."""
-        return {(r["path"], int(r["size_bytes"]), int(r["modified_ms"])) for r in self._ingested(source)}
+        """The identity (`file_identity`) of every file already ingested for `source`."""
+        return {file_identity(r["path"], int(r["size_bytes"]), int(r["modified_ms"])) for r in self._ingested(source)}
+
+    def plans(self, stage: str, table_name: str) -> list[dict[str, Any]]:
+        """The batch plans of one stage's table, oldest first."""
+        rows = self._rows("batch_plans", "stage", "table_name", "seq", "batch_id", "inputs")
+        return sorted((r for r in rows if r["stage"] == stage and r["table_name"] == table_name),
+                      key=lambda r: int(r["seq"]))
 
     def batches(self, source: str) -> set[str]:
         """Batch ids ingested for `source`."""
@@ -226,6 +240,14 @@ class OpsLog:
             return None
         oldest = datetime.min
         return max(rows, key=lambda r: r.get(time_column) or oldest)
+
+
+def file_identity(path: str, size: int, modified_ms: int) -> tuple[str, int, int]:
+    """What identifies a landing file of a source: its name within the source's folder, its size and its
+    modification time as the storage reports it. Not its full path: the same files reached through another path
+    (a lakehouse moved or mounted elsewhere, a landing path given relative to the working folder) are the same
+    files. A file rewritten in place gets a new size or time, and counts as new."""
+    return path.rstrip("/").rsplit("/", 1)[-1], size, modified_ms
 
 
 def _utc(micros: int | None) -> datetime | None:

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from goldsmith.config.loader import sql_table_refs
 from goldsmith.config.models import GoldTable
-from goldsmith.errors import ConfigError, KeyNotUnique
+from goldsmith.errors import ConfigError, KeyNotUnique, message_line
 from goldsmith.io.lakehouse import CHANGE_FEED
 from goldsmith.io.ops import now
 from goldsmith.io.tables import TableRef
@@ -111,7 +111,7 @@ def build_table(ctx: RunContext, name: str, table: GoldTable, sql_text: str) -> 
     try:
         gold_df = ctx.spark.sql(ctx.lakehouse.resolve_sql(sql_text), args=params or None)
     except Exception as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: {message_line(exc)}") from None
     # Written in one pass (no cache, no ranging pass: at SF10 a plain write is 59-65 s, cached + checked
     # first 69-76 s), then checked on the committed table, which only the key columns are read of; a check
     # that fails undoes the commit (the previous version restored, or a new table removed) before it raises.
@@ -177,7 +177,7 @@ def incremental_since(
         except Exception as exc:  # no change feed for those versions (enabled later, or vacuumed)
             if ctx.lakehouse.enable_change_feed(changed_table.layer, changed_table.table):
                 log.info("  turned on the change feed of %s: later builds can be incremental", ref)
-            reason = str(exc).splitlines()[0][:80]
+            reason = message_line(exc, 80)
             return None, f"{ref} has no change feed for versions {before + 1}-{version} ({reason})"
         assert changed is not None
         if changed["timed"] != changed["rows"]:

@@ -10,14 +10,17 @@ from typing import Literal
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
+from goldsmith import faults
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ConfigError, GoldsmithError, StageFailed
+from goldsmith.errors import ConfigError, GoldsmithError, StageFailed, message_line
 from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.lease import RunLease
 from goldsmith.io.ops import OpsCache, now
 from goldsmith.jobs import features, ingest, monitor, profile, refine, score, train
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session
 from goldsmith.transforms.text import register_sql_functions
+from goldsmith.validate import check_sql
 
 # How a run ended in `ops.run_log`: every stage done, a data failure (a `GoldsmithError`, or Spark rejecting a
 # stage's data), or a bug.
@@ -68,12 +71,13 @@ def open_lakehouse(spark: SparkSession, config: PipelineConfig, attach: bool = T
 
 def run_pipeline(
     config: PipelineConfig, stages: Sequence[str] | None = None, spark: SparkSession | None = None,
-    ops_cache: OpsCache | None = None,
+    ops_cache: OpsCache | None = None, wait: float | None = 0.0,
 ) -> RunContext:
     """Run `stages` (default: all) of the pipeline; every stage checks its record accounting.
 
     `ops_cache`: the bookkeeping rows a previous run of this process read or wrote (`goldsmith watch`),
-    reused while their tables are unchanged.
+    reused while their tables are unchanged. `wait`: seconds to wait for another run of the pipeline on the
+    same storage root to finish (0: refuse at once with `LeaseHeld`; None: as long as it takes).
 
     Raises:
         GoldsmithError: a data failure (expectation, accounting, key) after it is written to `ops.run_log`.
@@ -83,11 +87,25 @@ def run_pipeline(
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
+    check_sql(spark, config)  # a typo in a SQL file stops the run before any stage
+    lease = RunLease(lakehouse, config.name, ctx.run_id)
+    lease.acquire(wait)
+    try:
+        _run_stages(ctx, chosen, lease)
+    finally:
+        lease.release()
+    return ctx
+
+
+def _run_stages(ctx: RunContext, chosen: list[str], lease: RunLease) -> None:
+    config = ctx.config
     status: RunStatus = "ok"
     message = ""
     with Timer() as total:
         try:
             for stage in chosen:
+                lease.check()
+                faults.reached(f"stage:{stage}")
                 log.info("[%s]", stage)
                 with Timer() as timer:
                     try:
@@ -103,12 +121,12 @@ def run_pipeline(
         except PySparkException as exc:
             # Spark's own errors here are data or schema problems (an ANSI cast of a bad value, a column
             # added to a source): one line with Spark's error class; the stack trace at debug level.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = message_line(exc)
             status, message = "failed", f"[{stage}] {first}"
             log.debug("stage %s failed", stage, exc_info=True)
             raise StageFailed(f"stage {stage} failed: {first}") from exc
         except Exception as exc:
-            status, message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            status, message = "error", f"{type(exc).__name__}: {message_line(exc)}"
             raise
         finally:
             # A run that found nothing to do changes no table, its own log included: re-running is a no-op.
@@ -122,4 +140,3 @@ def run_pipeline(
         log.info("run %s: nothing new, no table changed (%.1f s)", ctx.run_id, total.seconds)
     else:
         log.info("run %s finished in %.1f s", ctx.run_id, total.seconds)
-    return ctx

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import Expectation, SilverTable
-from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed
-from goldsmith.io.lakehouse import CHANGE_FEED
+from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed, message_line
+from goldsmith.io.lakehouse import CHANGE_FEED, Txn
+from goldsmith.io.ops import now
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log, observed
 from goldsmith.jobs.parallel import for_each_table
 from goldsmith.quality.expectations import (
@@ -51,6 +53,7 @@ class Batch:
     started: float
     recorded_rows: int | None
     count_bronze: Callable[[], int]
+    txn: Txn
 
     @property
     def silver_columns(self) -> list[str]:
@@ -87,15 +90,46 @@ def refine_logged(ctx: RunContext, name: str, table: SilverTable) -> TableResult
 
 
 def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
-    """Run one silver table's SQL over its pending bronze batches, check, dedup, quarantine and MERGE."""
-    started = time.perf_counter()
+    """Complete a batch a killed run left unfinished, then refine the bronze batches not merged yet as one."""
     lakehouse, source = ctx.lakehouse, table.source
     if not lakehouse.exists("bronze", source):
         return TableResult("refine", f"silver.{name}", status="skipped", detail=f"bronze.{source} does not exist yet")
+    refined = ctx.ops.refined_batches(name)
+    plans = ctx.ops.plans("refine", f"silver.{name}")
+    inputs = [(int(p["seq"]), json.loads(p["inputs"])) for p in plans]
+    failed = {seq for seq, i in inputs if i.get("failed")}  # a failed check closes its plan: a new one follows
+    unfinished = [(seq, i["batches"]) for seq, i in inputs
+                  if "batches" in i and seq not in failed and not set(i["batches"]) <= refined]
+    results = []
+    for seq, batch_ids in unfinished:
+        log.info("  silver.%-24s completing %d bronze batch(es) of a run that did not finish", name, len(batch_ids))
+        results.append(refine_batches(ctx, name, table, batch_ids, seq))
     pending = sorted(ctx.ops.batches(source) - ctx.ops.refined_batches(name))
-    if not pending:
+    if pending:
+        seq = max((int(p["seq"]) for p in plans), default=0) + 1
+        # The batches are fixed before the first write: a killed run is completed with exactly these.
+        ctx.ops.append("batch_plans", [{
+            "stage": "refine", "table_name": f"silver.{name}", "seq": seq, "batch_id": f"{ctx.run_id}-{name}",
+            "inputs": json.dumps({"batches": pending}), "run_id": ctx.run_id, "planned_at": now(),
+        }])
+        results.append(refine_batches(ctx, name, table, pending, seq))
+    if not results:
         return TableResult("refine", f"silver.{name}", status="skipped", detail="up to date (no new bronze batches)")
+    total = results[0]
+    for extra in results[1:]:
+        for attr in ("records_in", "records_out", "quarantined", "duplicates", "inserted", "updated"):
+            setattr(total, attr, getattr(total, attr) + getattr(extra, attr))
+        for rule, count in extra.rule_violations.items():
+            total.rule_violations[rule] = total.rule_violations.get(rule, 0) + count
+        total.batch_ids += extra.batch_ids
+    return total
 
+
+def refine_batches(ctx: RunContext, name: str, table: SilverTable, pending: list[str], seq: int) -> TableResult:
+    """Run one silver table's SQL over these bronze batches, check, dedup, quarantine and MERGE, every write
+    with the batch's idempotent-write identifiers (`goldsmith-refine-<table>`, `seq`)."""
+    started = time.perf_counter()
+    lakehouse, source = ctx.lakehouse, table.source
     bronze_df = lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending))
     bronze_df.createOrReplaceTempView(INPUT_VIEW)
     typed_df = run_silver_sql(ctx, name, table)
@@ -111,10 +145,16 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     batch = Batch(
         name, table, expectations, checked_df, rejected_from=flagged_df if create else checked_df, create=create,
         pending=pending, started=started, recorded_rows=ctx.ops.batch_rows(source, pending),
-        count_bronze=bronze_df.count,
+        count_bronze=bronze_df.count, txn=Txn(f"goldsmith-refine-{name}", seq),
     )
     try:
         return _check_and_write(ctx, batch)
+    except (AccountingError, ExpectationFailed):
+        ctx.ops.append("batch_plans", [{
+            "stage": "refine", "table_name": f"silver.{name}", "seq": seq, "batch_id": f"{ctx.run_id}-{name}",
+            "inputs": json.dumps({"failed": True}), "run_id": ctx.run_id, "planned_at": now(),
+        }])
+        raise
     finally:
         checked_df.unpersist()
         ctx.spark.catalog.dropTempView(INPUT_VIEW)
@@ -126,7 +166,7 @@ def run_silver_sql(ctx: RunContext, name: str, table: SilverTable) -> DataFrame:
     try:
         df = ctx.spark.sql(ctx.lakehouse.resolve_sql(path.read_text(encoding="utf-8")))
     except Exception as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: {message_line(exc)}") from None
     missing = [c for c in (*LINEAGE_COLUMNS, *table.keys, *table.sequence_by) if c not in df.columns]
     if missing:
         raise ConfigError(
@@ -142,6 +182,7 @@ def _check_and_write(ctx: RunContext, batch: Batch) -> TableResult:
     previous = None if batch.create else lakehouse.version("silver", name)
     tally = [
         F.count(F.lit(1)).alias("records_in"),
+        F.sum(F.expr(KEPT).cast("long")).alias("kept"),
         F.sum(F.col("_dropped").cast("long")).alias("dropped"),
         F.sum(F.col("_duplicate").cast("long")).alias("duplicates"),
         *[F.sum(F.col(flag_column(e.name)).cast("long")).alias(flag_column(e.name)) for e in batch.expectations],
@@ -152,7 +193,7 @@ def _check_and_write(ctx: RunContext, batch: Batch) -> TableResult:
         observation = Observation(f"refine-{name}-{ctx.run_id}")
         rows_df = batch.checked_df.observe(observation, *tally).where(KEPT)
         written = lakehouse.write(rows_df.select(*silver_columns), "silver", name, mode="append",
-                                  options={CHANGE_FEED: "true"})
+                                  options={CHANGE_FEED: "true"}, txn=batch.txn)
         counts = observed(observation) or batch.checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
     else:
         counts = batch.checked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
@@ -166,7 +207,7 @@ def _check_and_write(ctx: RunContext, batch: Batch) -> TableResult:
     if int(counts["dropped"] or 0):
         quarantined = lakehouse.write(
             batch.quarantine(batch.rejected_from.where("_dropped"), ctx.run_id, ("drop",)),
-            "silver", f"{name}_quarantine",
+            "silver", f"{name}_quarantine", txn=batch.txn,
         )
         result.quarantined = int(quarantined.get("numOutputRows", 0))
     elif not lakehouse.exists("silver", f"{name}_quarantine"):
@@ -176,16 +217,20 @@ def _check_and_write(ctx: RunContext, batch: Batch) -> TableResult:
         result.records_out = result.inserted = int(written.get("numOutputRows", 0))
     else:
         rows_df = batch.checked_df.where(KEPT).select(*silver_columns)
-        merged = merge_into_silver(ctx, name, batch.table, rows_df)
-        result.records_out = int(merged.get("numSourceRows", 0))
-        result.inserted = int(merged.get("numTargetRowsInserted", 0))
+        merged = merge_into_silver(ctx, name, batch.table, rows_df, batch.txn)
+        if merged.get("skipped"):  # committed by a killed run: its commit's counts (a MERGE's, or the create's)
+            result.records_out = int(counts["kept"] or 0)
+            result.inserted = int(merged.get("numTargetRowsInserted", merged.get("numOutputRows", 0)))
+        else:
+            result.records_out = int(merged.get("numSourceRows", 0))
+            result.inserted = int(merged.get("numTargetRowsInserted", 0))
         result.updated = int(merged.get("numTargetRowsUpdated", 0))
     result.check_accounting()
     ctx.record(result)
     ctx.ops.append("refined_batches", [
         {"silver_table": name, "batch_id": b, "run_id": ctx.run_id, "refined_at": ctx.started_at}
         for b in batch.pending
-    ])
+    ], txn=batch.txn)
     return result
 
 
@@ -210,7 +255,8 @@ def _checked_result(ctx: RunContext, batch: Batch, counts: dict[str, Any], previ
     failing = [e for e in expectations if e.action == "fail" and violations[e.name]]
     if failing:
         bad_df = batch.rejected_from.where(any_of([F.col(flag_column(e.name)) for e in failing]))
-        written = lakehouse.write(batch.quarantine(bad_df, ctx.run_id, ("fail",)), "silver", f"{name}_quarantine")
+        written = lakehouse.write(batch.quarantine(bad_df, ctx.run_id, ("fail",)), "silver", f"{name}_quarantine",
+                                  txn=batch.txn)
         result.status, result.quarantined = "failed", int(written.get("numOutputRows", 0))
         ctx.record(result)
         first = failing[0]
@@ -222,15 +268,19 @@ def _checked_result(ctx: RunContext, batch: Batch, counts: dict[str, Any], previ
     return result
 
 
-def merge_into_silver(ctx: RunContext, name: str, table: SilverTable, rows_df: DataFrame) -> dict[str, str]:
-    """Upsert `rows_df` (unique on keys) into `silver.<name>`; return the MERGE's metrics."""
+def merge_into_silver(
+    ctx: RunContext, name: str, table: SilverTable, rows_df: DataFrame, txn: Txn
+) -> dict[str, str]:
+    """Upsert `rows_df` (unique on keys) into `silver.<name>` once per `txn`; return the MERGE's metrics."""
     lakehouse = ctx.lakehouse
     condition = " and ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-    (
-        lakehouse.delta_table("silver", name).alias("t")
-        .merge(rows_df.alias("s"), condition)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    return lakehouse.last_commit_metrics("silver", name)
+    before = lakehouse.version("silver", name)
+    with lakehouse.transaction(txn):
+        (
+            lakehouse.delta_table("silver", name).alias("t")
+            .merge(rows_df.alias("s"), condition)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    return lakehouse.merge_outcome("silver", name, txn, before)

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import ModelSpec
-from goldsmith.errors import ConfigError, NoChampion
+from goldsmith.errors import ConfigError, NoChampion, message_line
 from goldsmith.io.ops import now
 from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
@@ -52,7 +52,7 @@ def scoring_input(ctx: RunContext, name: str, spec: ModelSpec) -> tuple[str, Dat
             df = df.where(F.expr(spec.score.where))
             df.schema  # noqa: B018  (analyse now: a bad window is a config error)
         except AnalysisException as exc:
-            raise ConfigError(f"models.{name}.score.where: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"models.{name}.score.where: {message_line(exc)}") from None
     return ref, df
 
 

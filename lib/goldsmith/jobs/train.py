@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
 from goldsmith.config.models import ModelSpec
-from goldsmith.errors import ConfigError, RegistryError, SchemaMismatch, StageFailed
+from goldsmith.errors import ConfigError, RegistryError, SchemaMismatch, StageFailed, message_line
 from goldsmith.io.ops import now
 from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
@@ -175,7 +175,7 @@ def _problem(ctx: RunContext, name: str, spec: ModelSpec, source: DataFrame) -> 
             labelled = labelled.where(F.expr(spec.where))
             labelled.schema  # noqa: B018  (analyse now: a bad predicate is a config error)
         except AnalysisException as exc:
-            raise ConfigError(f"models.{name}.where: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"models.{name}.where: {message_line(exc)}") from None
     label_type = source.schema[spec.label].dataType.simpleString()
     if spec.task == "regression":
         if not isinstance(source.schema[spec.label].dataType, NumericType):

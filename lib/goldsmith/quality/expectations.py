@@ -8,7 +8,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import Expectation
-from goldsmith.errors import ConfigError
+from goldsmith.errors import ConfigError, message_line
 
 KEYS_RULE = "keys_not_null"
 
@@ -41,7 +41,7 @@ def with_expectation_flags(df: DataFrame, expectations: list[Expectation]) -> Da
         flagged = df.select("*", *[fails(e.rule).alias(flag_column(e.name)) for e in expectations])
     except Exception as exc:  # an analysis error here is a bad rule in the pipeline file
         names = ", ".join(e.name for e in expectations)
-        raise ConfigError(f"expectations ({names}): a rule does not compile: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"expectations ({names}): a rule does not compile: {message_line(exc)}") from None
     drop_flags = [F.col(flag_column(e.name)) for e in expectations if e.action == "drop"]
     return flagged.withColumn("_dropped", any_of(drop_flags))
 

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from goldsmith.config.models import ModelSpec, PipelineConfig
-from goldsmith.errors import GoldsmithError
+from goldsmith.errors import GoldsmithError, message_line
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import now
 from goldsmith.io.tables import TableRef
@@ -127,7 +127,7 @@ def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
             return read()
         except Exception as exc:
             log.exception("report: reading the data of section %s failed", section)
-            errors[section] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            errors[section] = f"{type(exc).__name__}: {message_line(exc)}"
             return empty
 
     # Once, guarded: the models section reads MLflow and two ops tables, any of which may be unreadable.

@@ -51,8 +51,9 @@ def csv_malformed_reason(
 
 
 def with_unparsable_detail(df: DataFrame, raw_col: str, reason_col: str, schema: StructType,
-                           options: dict[str, str]) -> DataFrame:
-    """Name the columns that did not parse in the reasons of 'unparsable value' rows."""
+                           options: dict[str, str], most: int = 80) -> DataFrame:
+    """Name the columns that did not parse in the reasons of 'unparsable value' rows (each value quoted to at
+    most `most` characters)."""
     as_text = ", ".join(f"`{f.name}` STRING" for f in schema.fields)
     parse_options = {k: v for k, v in options.items() if k in {"sep", "delimiter", "quote", "escape"}}
     null_value = options.get("nullValue", "")
@@ -63,7 +64,8 @@ def with_unparsable_detail(df: DataFrame, raw_col: str, reason_col: str, schema:
         text = F.trim(F.col("_p")[f.name])
         bad = text.isNotNull() & (text != F.lit(null_value)) & (text != F.lit("")) & \
             text.try_cast(f.dataType).isNull()
-        checks.append(F.when(bad, F.format_string("%s=%s (not %s)", F.lit(f.name), text,
+        quoted = F.when(F.length(text) > most, F.concat(F.substring(text, 1, most), F.lit("..."))).otherwise(text)
+        checks.append(F.when(bad, F.format_string("%s=%s (not %s)", F.lit(f.name), quoted,
                                                   F.lit(f.dataType.simpleString()))))
     if not checks:
         return df

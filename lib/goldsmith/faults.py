@@ -1,0 +1,80 @@
+"""Named fault points: a run that kills itself at a chosen instant, so that crash recovery is tested
+deterministically (tests and `scripts/kill_soak.py`).
+
+`GOLDSMITH_FAULT=<point>[#n]` makes the run's process and every process below it (the JVM, Python workers) die
+by SIGKILL the n-th time (default the first) the run reaches `<point>`. The points:
+
+- `commit:<layer>.<table>`: right after a commit to that table (`commit:ops.ingested_files`,
+  `commit:bronze.flights`, `commit:silver.flights_quarantine`, ...);
+- `stage:<stage>`: when the stage starts;
+- `registered:<model>`: after a model version is registered, before any alias moves.
+
+Unset (the default), a fault point costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections import Counter
+
+ENV = "GOLDSMITH_FAULT"
+_seen: Counter[str] = Counter()
+_lock = threading.Lock()
+
+
+def armed() -> tuple[str, int] | None:
+    """The fault point of this process and the visit that triggers it, or None."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return None
+    point, _, nth = value.partition("#")
+    return point, int(nth) if nth.isdigit() and int(nth) > 0 else 1
+
+
+def reached(point: str) -> None:
+    """Die here (SIGKILL of the whole process group) when `point` is the armed one and its visit has come."""
+    fault = armed()
+    if fault is None or fault[0] != point:
+        return
+    with _lock:
+        _seen[point] += 1
+        if _seen[point] != fault[1]:
+            return
+    print(f"goldsmith: fault point {point} (visit {fault[1]}): killing the process group", file=sys.stderr,
+          flush=True)
+    for pid in _descendants(os.getpid()):  # the JVM and Python workers first, as a SIGKILL of the group would
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (Linux `/proc`; elsewhere none: the JVM exits when its parent's pipe closes)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def committed(layer: str, table: str) -> None:
+    """The fault point right after a commit to `layer.table`."""
+    reached(f"commit:{layer}.{table}")
