@@ -48,13 +48,14 @@ def goldsmith_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    """One SparkSession for every test: local[2], two shuffle partitions, UI off, Delta on."""
+    """One SparkSession for every test: local[2,2] (two cores; a failed task is retried once, as on a cluster:
+    tests/spark/test_task_retry.py), two shuffle partitions, UI off, Delta on."""
     from goldsmith.session import build_session
     from goldsmith.transforms.text import register_sql_functions
 
     session = build_session(
         "goldsmith-tests",
-        "local[2]",
+        "local[2,2]",
         {
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",

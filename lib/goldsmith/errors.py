@@ -6,6 +6,10 @@ its `exit_code`. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
 
 class GoldsmithError(Exception):
     """Base class: a failure the user can act on, with a message that says how."""
@@ -108,7 +112,12 @@ class LeaseLost(GoldsmithError):
 def message_line(exc: BaseException, most: int | None = None) -> str:
     """The first line of an error's message that says something (Spark's often start with a blank line), cut to
     `most` characters; the error's type name when the message is empty."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:most] if most else line.strip()
-    return type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0]
+    if "thrown from the Python worker" in first:  # a UDF's error: its last traceback line says what happened
+        raised = [line for line in lines[1:] if _RAISED.match(line)]
+        if raised:
+            first = f"a Python function failed: {raised[-1]}"
+    return first[:most] if most else first

@@ -9,7 +9,9 @@ by SIGKILL the n-th time (default the first) the run reaches `<point>`. The poin
 - `stage:<stage>`: when the stage starts;
 - `registered:<model>`: after a model version is registered, before any alias moves.
 
-Unset (the default), a fault point costs one dictionary lookup.
+Unset (the default), a fault point costs one dictionary lookup. In the test process, `simulate(point)` raises
+`SimulatedCrash` there instead: the commits made so far stay, nothing after the point runs (but `finally`
+blocks do), so that many crash points are checked without a JVM start each.
 """
 
 from __future__ import annotations
@@ -19,10 +21,32 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 ENV = "GOLDSMITH_FAULT"
 _seen: Counter[str] = Counter()
 _lock = threading.Lock()
+_simulated: tuple[str, int] | None = None
+
+
+class SimulatedCrash(BaseException):
+    """Raised at a simulated fault point; a BaseException, so no `except Exception` of the run swallows it."""
+
+
+@contextmanager
+def simulate(point: str, nth: int = 1) -> Iterator[None]:
+    """Within the block, the `nth` visit of `point` raises `SimulatedCrash` (in this process, any thread)."""
+    global _simulated
+    with _lock:
+        _seen.clear()
+        _simulated = (point, nth)
+    try:
+        yield
+    finally:
+        with _lock:
+            _simulated = None
+            _seen.clear()
 
 
 def armed() -> tuple[str, int] | None:
@@ -36,13 +60,15 @@ def armed() -> tuple[str, int] | None:
 
 def reached(point: str) -> None:
     """Die here (SIGKILL of the whole process group) when `point` is the armed one and its visit has come."""
-    fault = armed()
+    fault = _simulated or armed()
     if fault is None or fault[0] != point:
         return
     with _lock:
         _seen[point] += 1
         if _seen[point] != fault[1]:
             return
+    if _simulated is not None:
+        raise SimulatedCrash(point)
     print(f"goldsmith: fault point {point} (visit {fault[1]}): killing the process group", file=sys.stderr,
           flush=True)
     for pid in _descendants(os.getpid()):  # the JVM and Python workers first, as a SIGKILL of the group would

@@ -185,6 +185,7 @@ class FirstRun:
     stdout: str
     stderr: str
     seen_while_running: str
+    competitor: subprocess.CompletedProcess[str]  # a second `goldsmith run` of the pipeline started meanwhile
     features: dict[str, Any]  # FEATURES_CHECKSUM's row
     predictions: dict[str, dict[str, Any]]  # by flight_id
 
@@ -192,27 +193,34 @@ class FirstRun:
 @pytest.fixture(scope="session")
 def flights_lake(landing: Path, tmp_path_factory: pytest.TempPathFactory, reader: Reader) -> FirstRun:
     """`goldsmith run` of every stage on the landing files, with `goldsmith sql` reading the catalog in a second
-    process while the pipeline writes it (the one `goldsmith sql` subprocess of the suite)."""
+    process while the pipeline writes it (the one `goldsmith sql` subprocess of the suite), and a second
+    `goldsmith run` of the same pipeline on the same root started meanwhile (refused: one writer at a time)."""
     root = tmp_path_factory.mktemp("flights") / "lake"
     args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
     running = start_goldsmith(*args)
+    second: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 600
         while not (root / "silver" / "flights" / "_delta_log").exists() and running.poll() is None:
             assert time.monotonic() < deadline, "no silver.flights within 600 s"
             time.sleep(0.5)
         still_running = running.poll() is None
+        second = start_goldsmith(*args[:2], "--stages", "ingest", *args[2:])
         seen = goldsmith("-q", "sql", "select count(*) as n from bronze.flights", "--root", str(root),
                          "--format", "csv")
+        second_out, second_err = second.communicate(timeout=300)
         out, err = running.communicate(timeout=900)
     finally:
-        if running.poll() is None:
-            running.kill()
+        for process in (running, second):
+            if process is not None and process.poll() is None:
+                process.kill()
     assert running.returncode == 0, err[-3000:]
     assert still_running, "the pipeline finished before the reader started: nothing was concurrent"
     assert seen.returncode == 0, seen.stderr[-3000:]
     predictions = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, root)}
-    return FirstRun(root, args, out, err, seen.stdout, reader.row(FEATURES_CHECKSUM, root), predictions)
+    assert second is not None
+    competitor = subprocess.CompletedProcess(second.args, second.returncode, second_out, second_err)
+    return FirstRun(root, args, out, err, seen.stdout, competitor, reader.row(FEATURES_CHECKSUM, root), predictions)
 
 
 def copy_tables(source: Path, dest: Path) -> None:

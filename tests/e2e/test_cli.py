@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,17 @@ def test_first_run_writes_every_layer_and_quarantines_the_malformed_lines(
     raw = reader.rows("select raw_record from bronze.flights_quarantine order by raw_record", root)
     assert [r["raw_record"] for r in raw] == sorted(b.decode() for b in BAD_LINES)
     assert reader.row("select count(*) as n from silver.flights_quarantine", root) == {"n": 0}
+
+
+def test_a_second_run_while_the_first_writes_exits_4_naming_the_holder(flights_lake: FirstRun) -> None:
+    """One writer per pipeline and root: the second `goldsmith run` wrote nothing (the counts above are one
+    run's) and said who holds the lease, in one line."""
+    second = flights_lake.competitor
+    assert second.returncode == 4, second.stderr[-3000:]
+    (error,) = [line for line in second.stderr.splitlines() if line.startswith("goldsmith: error:")]
+    first_run_id = re.search(r"run (\S+) of pipeline flights", flights_lake.stderr).group(1)  # type: ignore[union-attr]
+    assert f"pipeline flights on file:{flights_lake.root} is being written by run {first_run_id} (host " in error
+    assert "Traceback" not in second.stderr and "at org.apache" not in second.stderr
 
 
 def test_report_check_renders_every_section(flights_lake: FirstRun) -> None:

@@ -82,8 +82,11 @@ class Lakehouse:
         if previous and previous != self.root and not self.catalog:
             for layer in LAYERS:
                 if self.spark.catalog.databaseExists(layer):
-                    for table in self.spark.catalog.listTables(layer):
-                        self.spark.sql(f"DROP TABLE IF EXISTS {_quote(layer)}.{_quote(table.name)}")
+                    # SHOW TABLES, not catalog.listTables: that one loads each table, and fails on a table whose
+                    # folder is gone (a lakehouse moved away).
+                    for row in self.spark.sql(f"SHOW TABLES IN {_quote(layer)}").collect():
+                        if not row["isTemporary"]:
+                            self.spark.sql(f"DROP TABLE IF EXISTS {_quote(layer)}.{_quote(row['tableName'])}")
         self.spark.conf.set(ROOT_CONF, self.root)
 
     def _absolute(self, root: str) -> str:

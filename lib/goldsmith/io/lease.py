@@ -113,6 +113,7 @@ class RunLease:
         self.pipeline = pipeline
         self.run_id = run_id
         self.ttl = ttl_seconds()
+        self.host, self.pid = socket.gethostname(), os.getpid()
         self.generation: int | None = None
         self._acquired_ms = 0
         self._stop = threading.Event()
@@ -236,7 +237,7 @@ class RunLease:
         now_ms = _now_ms()
         values: dict[str, Any] = {
             "pipeline": self.pipeline, "generation": generation, "event": event, "run_id": self.run_id,
-            "host": socket.gethostname(), "pid": os.getpid(), "process": process_token(os.getpid()),
+            "host": self.host, "pid": self.pid, "process": process_token(self.pid),
             "acquired_ms": self._acquired_ms, "event_ms": now_ms,
             "at": datetime.fromtimestamp(now_ms / 1000, UTC).replace(tzinfo=None),
         }

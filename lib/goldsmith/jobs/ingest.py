@@ -40,7 +40,8 @@ def run(ctx: RunContext) -> list[TableResult]:
     modification time) is skipped."""
     # A session per source: observed metrics (below) give a session a member that Java cannot serialise, and
     # Spark ML's models capture their training session in their closures (Spark 4.1).
-    return for_each_table(ctx, list(ctx.config.sources.items()), ingest_logged, own_session=True)
+    return for_each_table(ctx, list(ctx.config.sources.items()), ingest_logged, "ingest", "bronze",
+                          own_session=True)
 
 
 def ingest_logged(ctx: RunContext, name: str, source: SourceConfig) -> TableResult:
@@ -189,13 +190,18 @@ def run_batch(ctx: RunContext, name: str, source: SourceConfig, plan: Plan, redo
         # One pass over the files: the good records are written while the same scan counts every record and the
         # malformed ones (Spark's observed metrics). Only a batch with malformed records is read a second time,
         # for its quarantine rows; the count check below holds the two passes to the same total.
-        tally = [F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed")]
+        # The hash reads every column: a count that read fewer would not parse, and not see, a record whose bad
+        # field is in a column it skips (Spark prunes the columns a CSV scan parses).
+        tally = [F.count(F.lit(1)).alias("records"), F.sum(F.col("_is_malformed").cast("long")).alias("malformed"),
+                 F.max(F.xxhash64(*schema.fieldNames())).alias("_every_column")]
         observation = Observation(f"ingest-{plan.batch_id}")
         good_df = marked_df.observe(observation, *tally).where(~F.col("_is_malformed")).select(
             *schema.fieldNames(), *LINEAGE_COLUMNS
         )
         written = ctx.lakehouse.write(good_df, "bronze", name, txn=txn)
-        counts = observed(observation) or marked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
+        # A write Delta skipped (its batch was committed by a killed run) ran no query: count in a second pass.
+        ran = not written.get("skipped")
+        counts = (observed(observation) if ran else None) or marked_df.agg(*tally).first().asDict()  # type: ignore[union-attr]
         if counts["malformed"]:
             quarantine_frames.append(
                 marked_df.where(F.col("_is_malformed"))
@@ -213,7 +219,8 @@ def run_batch(ctx: RunContext, name: str, source: SourceConfig, plan: Plan, redo
 
     rejected_rows = 0
     if split.rejected:  # counted by the write's scan, or again when the write was skipped (a completed batch)
-        rejected_rows = int((observed(rejection) or {}).get("rows") or rejected_df.count())
+        seen = observed(rejection) if not quarantined.get("skipped") else None
+        rejected_rows = int((seen or {}).get("rows") or rejected_df.count())
     result = TableResult(
         "ingest", f"bronze.{name}", records_in=int(counts["records"] or 0) + rejected_rows,
         records_out=int(written.get("numOutputRows", 0)),

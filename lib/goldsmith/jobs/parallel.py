@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-from goldsmith.jobs.context import RunContext
+from goldsmith.errors import StageFailed, message_line
+from goldsmith.jobs.context import RunContext, log
 from goldsmith.transforms.text import register_sql_functions
 
 T = TypeVar("T")
@@ -32,24 +34,33 @@ def tables_in_parallel() -> int:
 
 
 def for_each_table(
-    ctx: RunContext, items: Sequence[tuple[str, T]], work: Callable[[RunContext, str, T], R],
-    own_session: bool = False,
+    ctx: RunContext, items: Sequence[tuple[str, T]], work: Callable[[RunContext, str, T], R], stage: str,
+    layer: str, own_session: bool = False,
 ) -> list[R]:
     """`work(ctx, name, item)` for every item, in threads; results in the items' order.
 
     `own_session`: each table gets a session of its own (same application, same settings) for its temporary
     views and observed metrics. Every table runs to its end; then the first failure, in the items' order, is
-    raised.
+    raised. A failure of Spark's (a task that failed every attempt) is raised as `StageFailed` naming the stage
+    and the table, in one line.
     """
     workers = min(tables_in_parallel(), len(items))
+
+    def named(table_ctx: RunContext, name: str, item: T) -> R:
+        try:
+            return work(table_ctx, name, item)
+        except PySparkException as exc:
+            log.debug("stage %s, table %s.%s failed", stage, layer, name, exc_info=True)
+            raise StageFailed(f"stage {stage} failed on {layer}.{name}: {message_line(exc)}") from exc
+
     if workers <= 1:
-        return [work(session_context(ctx) if own_session else ctx, name, item) for name, item in items]
+        return [named(session_context(ctx) if own_session else ctx, name, item) for name, item in items]
 
     def call(name: str, item: T) -> R:
         table_ctx = session_context(ctx) if own_session else ctx
         table_ctx.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
         try:
-            return work(table_ctx, name, item)
+            return named(table_ctx, name, item)
         finally:
             table_ctx.spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 

@@ -8,27 +8,33 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
+from goldsmith.io.lakehouse import Txn
 from goldsmith.io.ops import now
 from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext, TableResult, log
 from goldsmith.quality.profile import profile_frame
 
 
-def _profiled_versions(ctx: RunContext) -> dict[str, int]:
-    """The newest profiled Delta version of each table."""
+def _profiled_versions(ctx: RunContext) -> tuple[dict[str, int], int]:
+    """The newest profiled Delta version of each table, and how many runs wrote profiles."""
     if not ctx.lakehouse.exists("ops", "profiles"):
-        return {}
+        return {}, 0
     rows = (
         ctx.lakehouse.read("ops", "profiles").groupBy("table_name")
-        .agg(F.max("table_version").alias("version")).collect()
+        .agg(F.max("table_version").alias("version"), F.collect_set("run_id").alias("runs")).collect()
     )
-    return {r["table_name"]: int(r["version"]) for r in rows if r["version"] is not None}
+    runs = {run for r in rows for run in r["runs"]}
+    return {r["table_name"]: int(r["version"]) for r in rows if r["version"] is not None}, len(runs)
 
 
 def run(ctx: RunContext) -> list[TableResult]:
-    """Profile the pipeline's tables whose version is new; one commit per ops table for the whole stage."""
+    """Profile the pipeline's tables whose version is new; one commit per ops table for the whole stage.
+
+    `ops.profiles` is written last: it is what says a table version was profiled. Both commits carry the
+    idempotent-write identifiers of this profile run (`goldsmith-profile-<pipeline>`, the number of runs that
+    wrote profiles + 1), so a run killed between them leaves correlations that the next run does not repeat."""
     config = ctx.config.profile
-    done = _profiled_versions(ctx)
+    done, runs = _profiled_versions(ctx)
     results: list[TableResult] = []
     columns: list[dict[str, Any]] = []
     correlations: list[dict[str, Any]] = []
@@ -56,6 +62,7 @@ def run(ctx: RunContext) -> list[TableResult]:
         result.detail = f"{len(profile.columns)} columns"
         log.info("  %-34s v%s: %s rows, %d columns profiled", ref, version, f"{profile.rows:,}", len(profile.columns))
         ctx.record(result)
-    ctx.ops.append("profiles", columns)
-    ctx.ops.append("profile_correlations", correlations)
+    txn = Txn(f"goldsmith-profile-{ctx.config.name}", runs + 1)
+    ctx.ops.append("profile_correlations", correlations, txn=txn)
+    ctx.ops.append("profiles", columns, txn=txn)
     return results

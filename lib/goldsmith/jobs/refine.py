@@ -68,7 +68,8 @@ class Batch:
 def run(ctx: RunContext) -> list[TableResult]:
     """Refine every silver table from the bronze batches it has not merged yet, tables side by side (each
     in a session of its own: every table's SQL reads its own `bronze_batch` view)."""
-    return for_each_table(ctx, list(ctx.config.silver.items()), refine_logged, own_session=True)
+    return for_each_table(ctx, list(ctx.config.silver.items()), refine_logged, "refine", "silver",
+                          own_session=True)
 
 
 def refine_logged(ctx: RunContext, name: str, table: SilverTable) -> TableResult:

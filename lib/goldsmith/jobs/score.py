@@ -10,6 +10,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from goldsmith import faults
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, NoChampion, message_line
 from goldsmith.io.ops import now
@@ -118,6 +119,7 @@ def score_model(ctx: RunContext, name: str, spec: ModelSpec) -> TableResult:
             ctx.lakehouse.delta_table(out.layer, out.table).alias("t").merge(frame.alias("s"), condition)
             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
         )
+        faults.committed(out.layer, out.table)
         metrics = ctx.lakehouse.last_commit_metrics(out.layer, out.table)
         rows = int(metrics.get("numSourceRows", 0))
         result.inserted = int(metrics.get("numTargetRowsInserted", 0))

@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
+from goldsmith import faults
 from goldsmith.config.models import ModelSpec
 from goldsmith.errors import ConfigError, RegistryError, SchemaMismatch, StageFailed, message_line
 from goldsmith.io.ops import now
@@ -44,6 +45,8 @@ _MLFLOW_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 # What training did to a model: the new version became champion, stayed challenger (gates failed), or the
 # model was not retrained (its table and spec are those of a registered version).
 TrainStatus = Literal["champion", "challenger", "skipped"]
+# Set on a version once its gates decided (champion or challenger): a version without it is not reused.
+GATED_TAG = "goldsmith.gated"
 
 
 @dataclass
@@ -97,10 +100,16 @@ def train_model(ctx: RunContext, name: str, spec: ModelSpec) -> TrainOutcome:
     tracking = tracking_for(ctx.lakehouse.root, ctx.config.storage.tracking_uri)
     fp = fingerprint(spec, table_version)
     for mv in _versions_or_empty(registry, name):
-        if (mv.tags or {}).get("goldsmith.fingerprint") == fp:
-            log.info("  model %s: %s v%s and the spec are unchanged since version %s, not retrained",
-                     name, spec.table, table_version, mv.version)
-            return TrainOutcome(name, "skipped", int(mv.version), tracking=tracking)
+        tags = mv.tags or {}
+        if tags.get("goldsmith.fingerprint") != fp:
+            continue
+        if GATED_TAG not in tags:  # registered by a run killed before its gates decided: never a candidate
+            log.warning("  model %s: version %s was registered by a run that did not finish and never went "
+                        "through the gates; it is left without alias, training again", name, mv.version)
+            continue
+        log.info("  model %s: %s v%s and the spec are unchanged since version %s, not retrained",
+                 name, spec.table, table_version, mv.version)
+        return TrainOutcome(name, "skipped", int(mv.version), tracking=tracking)
 
     source = ctx.lakehouse.read(ref.layer, ref.table)
     _check_columns(source, spec, name)
@@ -301,8 +310,11 @@ def _train_and_register(
         outcome.flagged_slices = [f"{r.slice_column}={r.slice_value}: {r.reason}" for r in slices if r.flagged]
         for line in outcome.flagged_slices:
             log.warning("  model %s: slice %s", name, line)
+    faults.reached(f"registered:{name}")
     outcome.status, outcome.reasons = _promote(ctx, name, spec, problem, registry, version, test_metrics,
                                                full["test"], run_id, extra_failures)
+    # Last: a version without this tag was registered by a run that stopped before its gates decided.
+    registry.client.set_model_version_tag(name, str(version), GATED_TAG, outcome.status)
     return outcome
 
 

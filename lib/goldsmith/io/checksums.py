@@ -1,0 +1,53 @@
+"""Content checksums of a lakehouse's tables: what "the same tables" means when two runs are compared (a run
+killed and completed against one never interrupted, a lakehouse before and after a move).
+
+A table's checksum is its row count and the sum of a 64-bit hash of each row, so row order and file layout do
+not matter, a lost or doubled row does. Columns that name a run rather than the data are left out (`VOLATILE`:
+run and batch ids, the times a run stamps, the registry version a prediction came from); `_source_file` counts by
+the file's name, so the same landing files reached through another path are the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from goldsmith.io.lakehouse import Lakehouse
+
+VOLATILE = frozenset({
+    "_batch_id", "_ingested_at", "_run_id", "run_id", "batch_id", "ingested_at", "refined_at", "scored_at",
+    "scoring_run_id", "model_run_id", "model_version", "mlflow_run_id", "recorded_at", "built_at",
+})
+# Of the engine's own records, those that say what was ingested and merged: compared as data.
+BOOKKEEPING = ("ingested_files", "refined_batches")
+
+
+def frame_checksum(df: DataFrame) -> tuple[int, int]:
+    """(rows, sum of xxhash64 over each row's columns but the volatile ones)."""
+    if "_source_file" in df.columns:
+        df = df.withColumn("_source_file", F.element_at(F.split("_source_file", "/"), -1))
+    if "path" in df.columns:
+        df = df.withColumn("path", F.element_at(F.split("path", "/"), -1))
+    df = df.drop(*VOLATILE)
+    row = df.agg(F.count(F.lit(1)), F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)"))).first()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)
+
+
+def lakehouse_checksums(spark: SparkSession, root: str, layers: tuple[str, ...] = ("bronze", "silver", "gold"),
+                        ) -> dict[str, Any]:
+    """`frame_checksum` of every table of `layers` under `root`, and of the bookkeeping ops tables (their
+    `batch_id` left out, `refined_batches` as its row and distinct-batch counts)."""
+    lakehouse = Lakehouse(spark, root)
+    sums: dict[str, Any] = {}
+    for layer in layers:
+        for table in lakehouse._list_tables(layer):
+            sums[f"{layer}.{table}"] = frame_checksum(lakehouse.read(layer, table))
+    if lakehouse.exists("ops", "ingested_files"):
+        sums["ops.ingested_files"] = frame_checksum(lakehouse.read("ops", "ingested_files"))
+    if lakehouse.exists("ops", "refined_batches"):
+        refined = lakehouse.read("ops", "refined_batches")
+        sums["ops.refined_batches"] = (refined.count(), refined.select("silver_table", "batch_id").distinct().count())
+    return sums
