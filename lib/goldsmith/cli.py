@@ -29,6 +29,19 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default=None, help="environment overlay: local (default), cluster, or a .yml path")
 
 
+def _add_wait_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
+        help="when another run of the pipeline is writing the same storage root, wait for it (as long as it takes, "
+             "or at most SECONDS) instead of exiting with code 4",
+    )
+
+
+def _wait_seconds(value: float) -> float | None:
+    """--wait: 0 (not given) refuses at once, a negative value (given bare) waits as long as it takes."""
+    return None if value < 0 else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="goldsmith", description=__doc__)
@@ -40,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(run)
     run.add_argument("--stages", default=None,
                      help="comma-separated subset of ingest,refine,features,profile,train,score,monitor")
+    _add_wait_arg(run)
 
     watch = sub.add_parser(
         "watch", help="run a pipeline now and again whenever its landing files, settings or SQL change, in one "
@@ -51,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between looks at the landing folders (default 10)")
     watch.add_argument("--max-runs", type=int, default=None, metavar="N",
                        help="stop after N runs (default: until Ctrl-C); the exit code is the last run's")
+    _add_wait_arg(watch)
 
     report = sub.add_parser(
         "report", help="write one self-contained HTML file: lineage, profiles, models, bias, slices, drift"
@@ -143,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_pipeline(args.pipeline, args.overrides, args.env)
     stages = parse_stages(args.stages)
-    _print_summary(run_pipeline(config, stages))
+    _print_summary(run_pipeline(config, stages, wait=_wait_seconds(args.wait)))
     return 0
 
 
@@ -158,7 +173,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-runs must be at least 1, got {args.max_runs}")
     stages = parse_stages(args.stages)
     return watch(lambda: load_pipeline(args.pipeline, args.overrides, args.env), stages, args.interval,
-                 args.max_runs)
+                 args.max_runs, wait=_wait_seconds(args.wait))
 
 
 def _print_summary(ctx: RunContext) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -17,21 +18,22 @@ def parse_sql_files(config: PipelineConfig) -> int:
     return check_sql(build_session(f"goldsmith-validate-{config.name}", "local[1]", config.spark.conf), config)
 
 
-def check_sql(spark: SparkSession, config: PipelineConfig) -> int:
-    """Parse each SQL file, schema and expectation of the pipeline with Spark's parser (milliseconds: a run
-    does it before its first stage, so that a typo stops it before any work); return the files parsed."""
+def check_sql(spark: SparkSession, config: PipelineConfig, stages: Sequence[str] | None = None) -> int:
+    """Parse each SQL file, schema and expectation of the pipeline (of `stages` only, when given) with Spark's
+    parser (milliseconds: a run does it before its first stage, so that a typo stops it before any work); return
+    the files parsed."""
     parser: Any = spark._jsparkSession.sessionState().sqlParser()
     for name, source in config.sources.items():
         parse_schema(name, source.schema_ddl)
-    files = [(f"silver.{n}", t.sql) for n, t in config.silver.items()]
-    files += [(f"gold.{n}", t.sql) for n, t in config.gold.items()]
+    files = [(f"silver.{n}", t.sql) for n, t in config.silver.items() if stages is None or "refine" in stages]
+    files += [(f"gold.{n}", t.sql) for n, t in config.gold.items() if stages is None or "features" in stages]
     for table, sql in files:
         path = config.sql_path(sql)
         try:
             parser.parsePlan(path.read_text(encoding="utf-8"))
         except Exception as exc:
             raise ConfigError(f"{path} ({table}): {_first_line(exc)}") from None
-    for name, silver in config.silver.items():
+    for name, silver in config.silver.items() if stages is None or "refine" in stages else ():
         for expectation in silver.expectations:
             try:
                 parser.parseExpression(expectation.rule)

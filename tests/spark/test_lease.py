@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ def lease(spark: SparkSession, root: Path, run_id: str, pipeline: str = "mini") 
 
 def forge(spark: SparkSession, root: Path, run_id: str, host: str, pid: int, age_seconds: float,
           generation: int = 1) -> None:
-    """A lease row as another process would have left it."""
+    """A lease event as another process would have left it, `age_seconds` ago."""
     fake = lease(spark, root, run_id)
-    fake.host, fake.pid, fake._acquired_ms = host, pid, 1_000
-    fake._append("acquired", generation, txn=True)
-    # Age it: rewrite its event time (a test may; a run never does).
-    spark.sql(f"UPDATE delta.`{root}/ops/run_leases` SET event_ms = event_ms - {int(age_seconds * 1000)}")
+    fake.host, fake.pid = host, pid
+    at = int(time.time() * 1000 - age_seconds * 1000)
+    fake._acquired_ms = at
+    fake._commit("acquired", generation, at_ms=at)
 
 
 def test_a_run_is_refused_while_another_holds_the_lease(spark: SparkSession, tmp_path: Path) -> None:
@@ -58,7 +59,7 @@ def test_waiting_for_a_lease_that_is_released(spark: SparkSession, tmp_path: Pat
     holder = lease(spark, tmp_path, "first")
     holder.acquire()
     second = lease(spark, tmp_path, "second")
-    timer = threading.Timer(3.0, holder.release)
+    timer = threading.Timer(1.0, holder.release)
     timer.start()
     second.acquire(wait_seconds=120)  # returns once the first is released
     timer.join()

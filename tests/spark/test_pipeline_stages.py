@@ -259,7 +259,7 @@ def test_a_bad_cast_in_sql_is_one_clear_stage_error(spark: SparkSession, items: 
     items.write()
     items.sql("items", "select *, cast(name as int) as n from bronze_batch")
     items.land("a.csv", GOOD)
-    with pytest.raises(StageFailed, match=r"stage refine failed: .*CAST_INVALID_INPUT"):
+    with pytest.raises(StageFailed, match=r"stage refine failed on silver.items: .*CAST_INVALID_INPUT"):
         run_pipeline(items.load(), spark=spark, stages=["ingest", "refine"])
 
 

@@ -1,23 +1,26 @@
-"""One writer per pipeline and storage root: a lease kept in the lakehouse itself, as a Delta table.
+"""One writer per pipeline and storage root: a lease kept in the lakehouse itself, in a Delta table's log.
 
-`ops.run_leases` is an append-only log of lease events. Each holder has a *generation*: a run takes the lease by
-appending an `acquired` row for generation g+1 with Delta's idempotent-write identifiers (`txnAppId` =
-`goldsmith-lease-<pipeline>`, `txnVersion` = g+1). Two runs that race for the same generation cannot both
-commit it: the second is refused by Delta's conflict check (`ConcurrentTransactionException`: both read the
-application's transaction version) or, if it starts after the first committed, skipped as an already-applied
-write. Each run then reads the log back and holds the lease only if the newest row is its own. This needs
-nothing but Delta's own commit protocol, so it holds on any storage Delta writes to with mutual exclusion of
-commit files (a local disk, HDFS, ABFS, GCS; on S3 the LogStore decides: see the README's Reliability section).
+`<root>/_goldsmith/leases/<pipeline>` is a Delta table without rows whose commits are the lease's events. An event
+is a metadata-only commit (`ALTER TABLE ... SET TBLPROPERTIES`, ~0.1 s, no Spark job) whose
+`commitInfo.userMetadata` holds the event as JSON: `acquired`, `heartbeat` or `released`, the lease's
+*generation*, and the holder (run id, host, pid, since when). Reading the lease is reading the newest commit
+files (milliseconds).
 
-While a run holds the lease it appends a `heartbeat` row every quarter of the lease's time to live, and a
-`released` row when it ends. A lease is free when its newest row is `released`, when its last heartbeat is older
-than the time to live (`GOLDSMITH_LEASE_TTL`, default 120 s), or at once when its holder ran on this host and
-its process is gone (a killed run). Taking over a lease is logged. Readers (`goldsmith sql`, the SQL server,
-reports) never look at it.
+Two runs that want the lease both read generation g and commit `acquired` for g+1. Delta refuses the second of
+two concurrent metadata commits (`MetadataChangedException`), and of two that follow each other the first one in
+the log holds the lease: every reader folds the log the same way, so the second run reads that it lost. This
+needs nothing but Delta's commit protocol, so it holds on any storage whose LogStore creates a commit file
+exclusively (a local disk, HDFS, ABFS, GCS; on S3 only with a LogStore that does).
+
+While a run holds the lease it commits a `heartbeat` every quarter of the time to live, and `released` when it
+ends. A lease is free when its last event is `released`, when its last event is older than the time to live
+(`GOLDSMITH_LEASE_TTL`, default 120 s), or at once when its holder ran on this host and its process is gone (a
+killed run). Taking over a lease is logged. Readers (`goldsmith sql`, the SQL server, reports) never look at it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -27,27 +30,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.errors import PySparkException
-from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
-from goldsmith.errors import DeltaLogUnsupported, LeaseHeld, LeaseLost, message_line
-from goldsmith.io import delta_log
-from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.errors import LeaseHeld, LeaseLost, message_line
+from goldsmith.io.lakehouse import Lakehouse, log_commits
 
 log = logging.getLogger("goldsmith")
 
-TABLE = "run_leases"
-SCHEMA = (
-    "pipeline STRING, generation BIGINT, event STRING, run_id STRING, host STRING, pid BIGINT, process STRING, "
-    "acquired_ms BIGINT, event_ms BIGINT, at TIMESTAMP"
-)
+LEASES = "_goldsmith/leases"
 DEFAULT_TTL_SECONDS = 120.0
-POLL_SECONDS = 2.0
+POLL_SECONDS = 0.5  # a look at the lease is a listing and a small file: milliseconds
+_USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# The lease's events since the last `acquired` are read back; a run's heartbeats for a day fit in far fewer.
+_MOST_EVENTS = 5000
 
 
 def ttl_seconds() -> float:
-    """The lease's time to live: a holder whose heartbeat is older is presumed dead."""
+    """The lease's time to live: a holder whose last event is older is presumed dead."""
     try:
         return max(1.0, float(os.environ.get("GOLDSMITH_LEASE_TTL", DEFAULT_TTL_SECONDS)))
     except ValueError:
@@ -77,7 +77,7 @@ def process_alive(pid: int, token: str) -> bool:
 
 @dataclass(frozen=True)
 class Holder:
-    """The newest row of a pipeline's lease log."""
+    """Who holds a pipeline's lease: the run that first committed its generation, and its last event."""
 
     generation: int
     event: str
@@ -104,18 +104,38 @@ class Holder:
         return None
 
 
+def fold(events: list[dict[str, Any]]) -> Holder | None:
+    """The holder from a lease's events in log order: the first `acquired` of the highest generation; its
+    last event after that. An `acquired` that comes later for a generation already taken lost the race."""
+    holder: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    for event in events:
+        generation = int(event.get("generation", 0))
+        if event.get("event") == "acquired":
+            if holder is None or generation > int(holder["generation"]):
+                holder, last = event, event
+        elif holder is not None and (generation, event.get("run_id")) == (int(holder["generation"]),
+                                                                           holder["run_id"]):
+            last = event
+    if holder is None or last is None:
+        return None
+    return Holder(int(holder["generation"]), str(last["event"]), str(holder["run_id"]), str(holder["host"]),
+                  int(holder["pid"]), str(holder.get("process", "")), int(holder["event_ms"]), int(last["event_ms"]))
+
+
 class RunLease:
     """The writer lease of one pipeline on one storage root, held by this process while a run writes."""
 
     def __init__(self, lakehouse: Lakehouse, pipeline: str, run_id: str) -> None:
         self.lakehouse = lakehouse
-        self.spark = lakehouse.spark
+        self.path = f"{lakehouse.root}/{LEASES}/{pipeline}"
         self.pipeline = pipeline
         self.run_id = run_id
         self.ttl = ttl_seconds()
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.generation: int | None = None
         self._acquired_ms = 0
+        self._session: Any = None  # a session of its own: its commits' userMetadata is its setting
         self._stop = threading.Event()
         self._lost: str | None = None
         self._thread: threading.Thread | None = None
@@ -123,30 +143,22 @@ class RunLease:
 
     # -- reading -----------------------------------------------------------------------------------------------
     def holder(self) -> Holder | None:
-        """The newest row of this pipeline's lease log, or None when it never had one."""
-        rows = self._rows()
-        if not rows:
-            return None
-        row = max(rows, key=lambda r: (r["generation"], r["event_ms"]))
-        return Holder(int(row["generation"]), row["event"], row["run_id"], row["host"], int(row["pid"]),
-                      row["process"] or "", int(row["acquired_ms"]), int(row["event_ms"]))
-
-    def _rows(self) -> list[dict[str, Any]]:
-        """This pipeline's lease rows: read from the Delta log without a Spark job where the root is a local
-        folder (a run reads them three times), else with Spark."""
-        columns = ["pipeline", "generation", "event", "run_id", "host", "pid", "process", "acquired_ms", "event_ms"]
-        path = self.lakehouse.path("ops", TABLE)
-        if not self.lakehouse.catalog:
+        """Who holds the lease now (None: nobody ever did)."""
+        events: list[dict[str, Any]] = []
+        for _, info in log_commits(self.lakehouse.spark, self.path):
             try:
-                rows = delta_log.read_rows(path, columns)
-                return [r for r in rows or [] if r["pipeline"] == self.pipeline]
-            except DeltaLogUnsupported:
-                pass
-        if not self.lakehouse.exists("ops", TABLE):
-            return []
-        df = self.lakehouse.read("ops", TABLE).where(F.col("pipeline") == self.pipeline)
-        top = df.orderBy(F.col("generation").desc(), F.col("event_ms").desc()).limit(1).select(*columns)
-        return [r.asDict() for r in top.collect()]
+                event = json.loads(info.get("userMetadata") or "{}")
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or "event" not in event:
+                continue
+            events.append(event)
+            # Newest first: enough once an `acquired` of a generation below the newest one is passed.
+            if event["event"] == "acquired" and int(event["generation"]) < max(int(e["generation"]) for e in events):
+                break
+            if len(events) >= _MOST_EVENTS:
+                break
+        return fold(list(reversed(events)))
 
     # -- taking and giving back --------------------------------------------------------------------------------
     def acquire(self, wait_seconds: float | None = 0.0) -> None:
@@ -182,7 +194,7 @@ class RunLease:
     def _try_take(self, generation: int) -> bool:
         self._acquired_ms = _now_ms()
         try:
-            self._append("acquired", generation, txn=True)
+            self._commit("acquired", generation)
         except PySparkException as exc:
             if not lost_race(exc):
                 raise
@@ -201,7 +213,7 @@ class RunLease:
             self._thread.join(timeout=30)
         if self.generation is not None and self._lost is None:
             try:
-                self._append("released", self.generation)
+                self._commit("released", self.generation)
             except Exception:  # the lease then expires by its time to live
                 log.warning("lease: could not release the lease of pipeline %s", self.pipeline, exc_info=True)
         self.generation = None
@@ -221,7 +233,7 @@ class RunLease:
         while not self._stop.wait(self.ttl / 4):
             try:
                 current = self.holder()
-                if current is not None and current.generation != self.generation:
+                if current is not None and (current.generation, current.run_id) != (self.generation, self.run_id):
                     self._lost = (
                         f"the writer lease of pipeline {self.pipeline} was taken over by {current.describe()} "
                         f"(this run's heartbeat stalled for more than {self.ttl:.0f} s); this run stops"
@@ -229,33 +241,42 @@ class RunLease:
                     log.error("lease: %s", self._lost)
                     return
                 assert self.generation is not None
-                self._append("heartbeat", self.generation)
+                self._commit("heartbeat", self.generation)
             except Exception:  # a missed heartbeat is retried at the next beat
                 log.debug("lease: heartbeat failed", exc_info=True)
 
-    def _append(self, event: str, generation: int, txn: bool = False) -> None:
-        now_ms = _now_ms()
-        values: dict[str, Any] = {
-            "pipeline": self.pipeline, "generation": generation, "event": event, "run_id": self.run_id,
+    def _commit(self, event: str, generation: int, at_ms: int | None = None) -> None:
+        """One metadata-only commit carrying the event (the table is created by the first one). `at_ms`: the
+        event's time (tests date an event in the past)."""
+        now_ms = at_ms if at_ms is not None else _now_ms()
+        values = {
+            "event": event, "generation": generation, "pipeline": self.pipeline, "run_id": self.run_id,
             "host": self.host, "pid": self.pid, "process": process_token(self.pid),
             "acquired_ms": self._acquired_ms, "event_ms": now_ms,
-            "at": datetime.fromtimestamp(now_ms / 1000, UTC).replace(tzinfo=None),
         }
-        schema = StructType.fromDDL(SCHEMA)
-        assert isinstance(schema, StructType)
-        # Literal columns over a one-row JVM relation: no Python worker for a one-row write.
-        df = self.spark.range(1).select(*[F.lit(values[f.name]).cast(f.dataType).alias(f.name) for f in schema])
-        options = {"txnAppId": f"goldsmith-lease-{self.pipeline}", "txnVersion": str(generation)} if txn else {}
         with self._write_lock:
-            self.lakehouse.write(df, "ops", TABLE, mode="append", options=options, metrics=False)
+            if self._session is None:
+                self._session = self.lakehouse.spark.newSession()
+            spark = self._session
+            if not DeltaTable.isDeltaTable(spark, self.path):
+                (DeltaTable.createIfNotExists(spark).location(self.path).addColumn("event", "STRING")
+                 .property("delta.checkpointInterval", "100")
+                 .property("delta.logRetentionDuration", "interval 7 days").execute())
+            spark.conf.set(_USER_METADATA_CONF, json.dumps(values))
+            try:
+                spark.sql(f"ALTER TABLE delta.`{self.path}` SET TBLPROPERTIES "
+                          f"('goldsmith.lease.event' = '{generation}:{event}:{now_ms}')")
+            finally:
+                spark.conf.unset(_USER_METADATA_CONF)
 
 
 def lost_race(exc: Exception) -> bool:
-    """Whether a failed Delta commit lost to a concurrent one (two writers creating or appending at once)."""
+    """Whether a failed Delta commit lost to a concurrent one (two writers creating or changing the table)."""
     text = f"{type(exc).__name__} {exc}"
     return any(mark in text for mark in (
         "ConcurrentTransaction", "ConcurrentAppend", "ConcurrentWrite", "MetadataChanged", "ProtocolChanged",
-        "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED", "DELTA_CONCURRENT",
+        "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED", "DELTA_CONCURRENT", "FileAlreadyExists",
+        "DELTA_TABLE_ALREADY_EXISTS",
     ))
 
 

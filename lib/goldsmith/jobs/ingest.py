@@ -128,7 +128,7 @@ def new_plan(ctx: RunContext, name: str, files: list[LandingFile]) -> Plan:
     ctx.ops.append("batch_plans", [{
         "stage": "ingest", "table_name": f"bronze.{name}", "seq": seq, "batch_id": plan.batch_id,
         "inputs": json.dumps(inputs), "run_id": ctx.run_id, "planned_at": now(),
-    }], txn=_txn(f"plan-{name}", seq))
+    }])
     return plan
 
 

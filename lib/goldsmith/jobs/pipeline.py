@@ -87,7 +87,7 @@ def run_pipeline(
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
-    check_sql(spark, config)  # a typo in a SQL file stops the run before any stage
+    check_sql(spark, config, chosen)  # a typo in a SQL file stops the run before any stage
     lease = RunLease(lakehouse, config.name, ctx.run_id)
     lease.acquire(wait)
     try:

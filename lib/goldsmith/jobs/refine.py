@@ -12,6 +12,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
+from goldsmith import faults
 from goldsmith.config.models import Expectation, SilverTable
 from goldsmith.errors import AccountingError, ConfigError, ExpectationFailed, message_line
 from goldsmith.io.lakehouse import CHANGE_FEED, Txn
@@ -274,9 +275,11 @@ def merge_into_silver(
 ) -> dict[str, str]:
     """Upsert `rows_df` (unique on keys) into `silver.<name>` once per `txn`; return the MERGE's metrics."""
     lakehouse = ctx.lakehouse
+    done = lakehouse.find_commit("silver", name, txn)
+    if done is not None:  # merged by a run that was killed after it
+        return {**done, "skipped": "true"}
     condition = " and ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-    before = lakehouse.version("silver", name)
-    with lakehouse.transaction(txn):
+    with lakehouse.marked(txn):
         (
             lakehouse.delta_table("silver", name).alias("t")
             .merge(rows_df.alias("s"), condition)
@@ -284,4 +287,5 @@ def merge_into_silver(
             .whenNotMatchedInsertAll()
             .execute()
         )
-    return lakehouse.merge_outcome("silver", name, txn, before)
+    faults.committed("silver", name)
+    return lakehouse.last_commit_metrics("silver", name)

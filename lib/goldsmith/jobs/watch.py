@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import SparkSession
 
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import GoldsmithError
+from goldsmith.errors import GoldsmithError, LeaseHeld
 from goldsmith.io.landing import list_files
 from goldsmith.io.ops import OpsCache
 from goldsmith.jobs.pipeline import run_pipeline, session_for
@@ -45,6 +45,7 @@ def watch(
     interval: float = 10.0,
     max_runs: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    wait: float | None = 0.0,
 ) -> int:
     """Run the pipeline now, then again after each change, in one Spark application; return the exit code
     of the last run (0 when it succeeded).
@@ -55,6 +56,8 @@ def watch(
         interval: seconds between polls.
         max_runs: stop after this many runs (None: until interrupted).
         sleep: waits between polls.
+        wait: how long each run waits for another writer of the pipeline (`run_pipeline`). A run refused
+            because another one writes is tried again at the next poll; the first one ends the watch (exit 4).
 
     A run that fails (a user error: bad SQL, a failed expectation) is reported and the watcher waits for the
     next change; the first load of the pipeline file must succeed.
@@ -91,8 +94,15 @@ def watch(
             warned_spark = True
         last_run, pending, reported, runs = signature, None, "", runs + 1
         try:
-            run_pipeline(config, stages, spark=spark, ops_cache=ops_cache)
+            run_pipeline(config, stages, spark=spark, ops_cache=ops_cache, wait=wait)
             exit_code = 0
+        except LeaseHeld as exc:
+            if runs == 1:
+                raise
+            log.warning("goldsmith: %s (trying again at the next poll)", exc)
+            last_run, runs = None, runs - 1
+            sleep(interval)
+            continue
         except GoldsmithError as exc:
             log.error("goldsmith: error: %s", exc)
             exit_code = exc.exit_code
