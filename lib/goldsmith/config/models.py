@@ -47,6 +47,11 @@ class SourceConfig(Model):
     schema_ddl: str = Field(alias="schema", description="DDL column list, e.g. 'id INT, name STRING'")
     glob: str = "*"
     options: dict[str, str] = Field(default_factory=dict)
+    header_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="CSV header cells that name a declared column differently, e.g. {drugName: drug_name}; "
+                    "a file's header is matched to the schema by name, after this renaming",
+    )
 
     @field_validator("schema_ddl")
     @classmethod

@@ -113,16 +113,19 @@ def first_line(spark: SparkSession, path: str, encoding: str = "UTF-8", limit: i
     return FirstLine(text)
 
 
-def header_order(source_name: str, header: str, schema: StructType, options: dict[str, str]) -> tuple[str, ...] | str:
+def header_order(source_name: str, header: str, schema: StructType, options: dict[str, str],
+                 renamed: dict[str, str] | None = None) -> tuple[str, ...] | str:
     """The declared columns in the order a CSV header lists them, or the reason the header does not fit the
-    declared schema (names compared without case; a byte-order mark and surrounding spaces ignored)."""
+    declared schema (names compared without case, after `renamed`: header cell -> declared column; a byte-order
+    mark and surrounding spaces ignored)."""
     delimiter = options.get("sep", options.get("delimiter", ","))
     quote = options.get("quote", '"') or '"'
     try:
         names = next(csv.reader([header.lstrip("\ufeff")], delimiter=delimiter[:1] or ",", quotechar=quote[:1]))
     except (csv.Error, StopIteration):
         names = []
-    found = [n.strip() for n in names]
+    aliases = {k.strip().lower(): v for k, v in (renamed or {}).items()}
+    found = [aliases.get(n.strip().lower(), n.strip()) for n in names]
     declared = {f.name.lower(): f.name for f in schema.fields}
     lowered = [n.lower() for n in found]
     missing = [declared[n] for n in declared if n not in lowered]

@@ -150,7 +150,7 @@ def split_files(ctx: RunContext, name: str, source: SourceConfig, paths: list[st
         if start.text is None:
             split.empty.append(path)
             continue
-        order = header_order(name, start.text, schema, options)
+        order = header_order(name, start.text, schema, options, source.header_names)
         if isinstance(order, str):
             split.rejected.append((path, order, start.text))
             continue
