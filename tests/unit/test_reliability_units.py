@@ -6,8 +6,8 @@ from __future__ import annotations
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from goldsmith.errors import message_line
-from goldsmith.io.landing import header_order, matches_glob
 from goldsmith.io.lakehouse import Txn
+from goldsmith.io.landing import header_order, matches_glob
 from goldsmith.io.lease import fold
 
 
