@@ -3,12 +3,17 @@ matching and the one-line error messages (no Spark)."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from goldsmith.errors import message_line
 from goldsmith.io.lakehouse import Txn
 from goldsmith.io.landing import header_order, matches_glob
-from goldsmith.io.lease import fold
+from goldsmith.io.lease import LEASES, fold, held_elsewhere
 
 
 def event(kind: str, generation: int, run: str, at: int) -> dict:
@@ -71,3 +76,20 @@ def test_message_line_skips_blank_lines_and_names_a_udf_error() -> None:
     assert message_line(ValueError("")) == "ValueError"
     udf = "An exception was thrown from the Python worker.\nTraceback:\n  File x\nKeyError: 'qty'\n"
     assert message_line(RuntimeError(udf)) == "a Python function failed: KeyError: 'qty'"
+
+
+def test_a_live_holder_refuses_a_run_before_spark_starts(tmp_path) -> None:
+    """The refusal reads the lease's log with plain file reads: a second run exits 4 without starting a JVM."""
+
+
+    log = tmp_path / LEASES / "flights" / "_delta_log"
+    log.mkdir(parents=True)
+    alive = {"event": "acquired", "generation": 1, "run_id": "r-1", "host": socket.gethostname(),
+             "pid": os.getpid(), "process": "", "event_ms": int(time.time() * 1000)}
+    (log / f"{0:020d}.json").write_text(json.dumps({"commitInfo": {"userMetadata": json.dumps(alive)}}) + "\n")
+    message = held_elsewhere(str(tmp_path), "flights")
+    assert message is not None and "is being written by run r-1" in message and f"pid {os.getpid()}" in message
+    assert held_elsewhere(str(tmp_path), "reviews") is None
+    gone = {**alive, "event": "released"}
+    (log / f"{1:020d}.json").write_text(json.dumps({"commitInfo": {"userMetadata": json.dumps(gone)}}) + "\n")
+    assert held_elsewhere(str(tmp_path), "flights") is None

@@ -26,6 +26,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,7 @@ from pyspark.errors import PySparkException
 
 from goldsmith.errors import LeaseHeld, LeaseLost, message_line
 from goldsmith.io.lakehouse import Lakehouse, log_commits
+from goldsmith.io.paths import local_folder
 
 log = logging.getLogger("goldsmith")
 
@@ -123,6 +125,61 @@ def fold(events: list[dict[str, Any]]) -> Holder | None:
                   int(holder["pid"]), str(holder.get("process", "")), int(holder["event_ms"]), int(last["event_ms"]))
 
 
+def read_holder(commits: Iterator[tuple[int, dict[str, Any]]]) -> Holder | None:
+    """The holder from a lease table's commits (newest first, as `log_commits` yields them)."""
+    events: list[dict[str, Any]] = []
+    for _, info in commits:
+        try:
+            event = json.loads(info.get("userMetadata") or "{}")
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or "event" not in event:
+            continue
+        events.append(event)
+        # Newest first: enough once an `acquired` of a generation below the newest one is passed.
+        if event["event"] == "acquired" and int(event["generation"]) < max(int(e["generation"]) for e in events):
+            break
+        if len(events) >= _MOST_EVENTS:
+            break
+    return fold(list(reversed(events)))
+
+
+def local_commits(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`log_commits` for a table in a local folder, without a JVM."""
+    log_dir = os.path.join(folder, "_delta_log")
+    try:
+        names = os.listdir(log_dir)
+    except OSError:
+        return
+    versions = sorted((int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()), reverse=True)
+    for version in versions:
+        try:
+            with open(os.path.join(log_dir, f"{version:020d}.json"), encoding="utf-8") as commit:
+                lines = commit.read().splitlines()
+        except OSError:
+            continue
+        info: dict[str, Any] = next(
+            (json.loads(line)["commitInfo"] for line in lines if line.startswith('{"commitInfo"')), {})
+        yield version, info
+
+
+def held_elsewhere(root: str, pipeline: str) -> str | None:
+    """Before a run starts Spark: the refusal message when a live run holds the pipeline's lease on a local
+    root, else None (free, not local, or unreadable: the run then takes the lease as usual)."""
+    folder = local_folder(root.rstrip("/"))
+    if folder is None:
+        return None
+    current = read_holder(local_commits(os.path.join(folder, LEASES, pipeline)))
+    if current is None or current.free_because(ttl_seconds(), _now_ms()) is not None:
+        return None
+    return refusal(pipeline, f"file:{folder}", current)
+
+
+def refusal(pipeline: str, root: str, current: Holder) -> str:
+    return (f"pipeline {pipeline} on {root} is being written by {current.describe()}; "
+            "one writer at a time: wait for it, or pass --wait [SECONDS]")
+
+
 class RunLease:
     """The writer lease of one pipeline on one storage root, held by this process while a run writes."""
 
@@ -144,21 +201,7 @@ class RunLease:
     # -- reading -----------------------------------------------------------------------------------------------
     def holder(self) -> Holder | None:
         """Who holds the lease now (None: nobody ever did)."""
-        events: list[dict[str, Any]] = []
-        for _, info in log_commits(self.lakehouse.spark, self.path):
-            try:
-                event = json.loads(info.get("userMetadata") or "{}")
-            except ValueError:
-                continue
-            if not isinstance(event, dict) or "event" not in event:
-                continue
-            events.append(event)
-            # Newest first: enough once an `acquired` of a generation below the newest one is passed.
-            if event["event"] == "acquired" and int(event["generation"]) < max(int(e["generation"]) for e in events):
-                break
-            if len(events) >= _MOST_EVENTS:
-                break
-        return fold(list(reversed(events)))
+        return read_holder(log_commits(self.lakehouse.spark, self.path))
 
     # -- taking and giving back --------------------------------------------------------------------------------
     def acquire(self, wait_seconds: float | None = 0.0) -> None:
@@ -180,10 +223,7 @@ class RunLease:
                     return
                 continue  # another run took that generation first: look again
             assert current is not None
-            message = (
-                f"pipeline {self.pipeline} on {self.lakehouse.root} is being written by {current.describe()}; "
-                "one writer at a time: wait for it, or pass --wait [SECONDS]"
-            )
+            message = refusal(self.pipeline, self.lakehouse.root, current)
             if deadline is not None and time.monotonic() >= deadline:
                 raise LeaseHeld(message)
             if not announced:

@@ -12,9 +12,9 @@ from pyspark.sql import SparkSession
 
 from goldsmith import faults
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ConfigError, GoldsmithError, StageFailed, message_line
+from goldsmith.errors import ConfigError, GoldsmithError, LeaseHeld, StageFailed, message_line
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.lease import RunLease
+from goldsmith.io.lease import RunLease, held_elsewhere
 from goldsmith.io.ops import OpsCache, now
 from goldsmith.jobs import features, ingest, monitor, profile, refine, score, train
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
@@ -83,6 +83,10 @@ def run_pipeline(
         GoldsmithError: a data failure (expectation, accounting, key) after it is written to `ops.run_log`.
     """
     chosen = parse_stages(stages)
+    if spark is None and wait == 0 and not config.storage.catalog:
+        held = held_elsewhere(config.storage.root, config.name)  # refused at once, before Spark starts
+        if held:
+            raise LeaseHeld(held)
     spark = spark or session_for(config)
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
