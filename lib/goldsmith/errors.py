@@ -109,6 +109,11 @@ class LeaseLost(GoldsmithError):
     exit_code = 4
 
 
+def first_line(text: str) -> str | None:
+    """The first line of `text` that is not blank, stripped; None when there is none."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), None)
+
+
 def message_line(exc: BaseException, most: int | None = None) -> str:
     """The first line of an error's message that says something (Spark's often start with a blank line), cut to
     `most` characters; the error's type name when the message is empty."""

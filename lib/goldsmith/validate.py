@@ -8,7 +8,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ConfigError
+from goldsmith.errors import ConfigError, first_line
 from goldsmith.io.landing import parse_schema
 from goldsmith.session import build_session
 
@@ -48,5 +48,4 @@ def _first_line(exc: Exception) -> str:
     text = str(exc)
     for prefix in ("org.apache.spark.sql.catalyst.parser.ParseException:", "An error occurred"):
         text = text.replace(prefix, "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return first_line(text) or type(exc).__name__

@@ -25,8 +25,6 @@ VOLATILE = frozenset({
     "_batch_id", "_ingested_at", "_run_id", "run_id", "batch_id", "ingested_at", "refined_at", "scored_at",
     "scoring_run_id", "model_run_id", "model_version", "mlflow_run_id", "recorded_at", "built_at",
 })
-# Of the engine's own records, those that say what was ingested and merged: compared as data.
-BOOKKEEPING = ("ingested_files", "refined_batches")
 
 
 def frame_checksum(df: DataFrame) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,21 @@ def read_table(uri: str, columns: Sequence[str] | None = None) -> pa.Table | Non
         # A cleanup (log retention, VACUUM) removed a file between the listing and the read.
         raise _unsupported(table_folder(uri), f"{exc.filename} went away while the table was read") from None
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def commit_infos(uri: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(version, commitInfo) of the table's commit files, newest first, read lazily (`lakehouse.log_commits`
+    without a JVM); nothing when there is no log. DeltaLogUnsupported for a URI that is not a local folder."""
+    log_dir = table_folder(uri) / LOG_FOLDER
+    names = [p.name for p in log_dir.iterdir()] if log_dir.is_dir() else []
+    for version in sorted((int(m.group(1)) for m in map(_COMMIT.match, names) if m), reverse=True):
+        try:
+            lines = (log_dir / f"{version:020d}.json").read_text("utf-8").splitlines()
+        except FileNotFoundError:  # cleaned up by log retention while listed
+            continue
+        info: dict[str, Any] = next(
+            (json.loads(line)["commitInfo"] for line in lines if line.startswith('{"commitInfo"')), {})
+        yield version, info
 
 
 def read_rows(uri: str, columns: Sequence[str] | None = None) -> list[dict[str, Any]] | None:

@@ -206,8 +206,8 @@ class Lakehouse:
         if self.catalog:
             row = self._last_history_row(layer, table)
             return int(row["version"]) if row else None
-        latest = self._latest_commit_file(layer, table)
-        return latest[0] if latest else None
+        files = _commit_files(self.spark, self.path(layer, table))
+        return files[0][0] if files else None
 
     def delta_table(self, layer: str, table: str) -> DeltaTable:
         """The `DeltaTable` handle for MERGE and history."""
@@ -247,9 +247,15 @@ class Lakehouse:
             writer.save(self.path(layer, table))
             self.register(layer, table)
         faults.committed(layer, table)
-        if txn is not None and self.version(layer, table) == before:
+        if txn is None:
+            return self.last_commit_metrics(layer, table) if metrics else {}
+        if self.catalog:
+            made = self.version(layer, table) != before
+            return self.last_commit_metrics(layer, table) if made else {}
+        version, info = next(log_commits(self.spark, self.path(layer, table)), (None, {}))
+        if version == before:
             return {}  # nothing to write made no commit: no other commit's counts
-        return self.last_commit_metrics(layer, table) if metrics or txn is not None else {}
+        return {str(k): str(v) for k, v in (info.get("operationMetrics") or {}).items()}
 
     @contextmanager
     def marked(self, txn: Txn) -> Iterator[None]:
@@ -263,9 +269,9 @@ class Lakehouse:
     def find_commit(self, layer: str, table: str, txn: Txn) -> dict[str, str] | None:
         """The operation metrics of the commit of `layer.table` that carries `txn`'s marker, or None when the
         table has no such commit (searched from the newest commit back to an earlier batch of the same stream)."""
-        if not self.exists(layer, table):
-            return None
         if self.catalog:
+            if not self.exists(layer, table):
+                return None
             rows = self.delta_table(layer, table).history(_MARKER_SEARCH).select(
                 "userMetadata", "operationMetrics").collect()
             infos: Iterator[dict[str, Any]] = (
@@ -341,40 +347,33 @@ class Lakehouse:
             return None
         return self.delta_table(layer, table).history(1).select("version", "operationMetrics").first()
 
-    def _latest_commit_file(self, layer: str, table: str) -> tuple[int, Any] | None:
-        """(version, Hadoop path) of a path table's newest commit file in `_delta_log`, or None.
 
-        Read from the log itself: `DeltaTable.history` runs a Spark job per call (0.3-1.5 s each on 2 cores,
-        18 calls in a flights ETL), a listing of the log folder takes milliseconds. A path table's commits are
-        files named by version (a catalog keeps its own: there `history` is used)."""
-        jvm: Any = self.spark.sparkContext._jvm
-        log_path = jvm.org.apache.hadoop.fs.Path(f"{self.path(layer, table)}/_delta_log")
-        fs = log_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(log_path):
-            return None
-        commits = []
-        for status in fs.listStatus(log_path):
-            name = str(status.getPath().getName())
-            if name.endswith(".json") and name[:-5].isdigit():
-                commits.append((int(name[:-5]), status.getPath()))
-        return max(commits, key=lambda c: c[0]) if commits else None
+def _commit_files(spark: SparkSession, table_path: str) -> list[tuple[int, Any]]:
+    """(version, Hadoop path) of a path table's commit files in `_delta_log`, newest first ([] without a log).
+
+    Read from the log itself: `DeltaTable.history` runs a Spark job per call (0.3-1.5 s each on 2 cores,
+    18 calls in a flights ETL), a listing of the log folder takes milliseconds. A path table's commits are
+    files named by version (a catalog keeps its own: there `history` is used)."""
+    jvm: Any = spark.sparkContext._jvm
+    log_path = jvm.org.apache.hadoop.fs.Path(f"{table_path}/_delta_log")
+    fs = log_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(log_path):
+        return []
+    commits = []
+    for status in fs.listStatus(log_path):
+        name = str(status.getPath().getName())
+        if name.endswith(".json") and name[:-5].isdigit():
+            commits.append((int(name[:-5]), status.getPath()))
+    return sorted(commits, key=lambda c: c[0], reverse=True)
 
 
 def log_commits(spark: SparkSession, table_path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(version, commitInfo) of a path table's commits, newest first, read lazily from `_delta_log` (a listing
     and one small file per commit: milliseconds, no Spark job). Nothing when the table has no log."""
     jvm: Any = spark.sparkContext._jvm
-    log_path = jvm.org.apache.hadoop.fs.Path(f"{table_path}/_delta_log")
-    fs = log_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(log_path):
-        return
-    commits = []
-    for status in fs.listStatus(log_path):
-        name = str(status.getPath().getName())
-        if name.endswith(".json") and name[:-5].isdigit():
-            commits.append((int(name[:-5]), status.getPath()))
-    for version, path in sorted(commits, key=lambda c: c[0], reverse=True):
-        stream = fs.open(path)
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for version, path in _commit_files(spark, table_path):
+        stream = path.getFileSystem(conf).open(path)
         try:
             text = str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
         finally:

@@ -35,6 +35,7 @@ from delta.tables import DeltaTable
 from pyspark.errors import PySparkException
 
 from goldsmith.errors import LeaseHeld, LeaseLost, message_line
+from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse, log_commits
 from goldsmith.io.paths import local_folder
 
@@ -144,32 +145,13 @@ def read_holder(commits: Iterator[tuple[int, dict[str, Any]]]) -> Holder | None:
     return fold(list(reversed(events)))
 
 
-def local_commits(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """`log_commits` for a table in a local folder, without a JVM."""
-    log_dir = os.path.join(folder, "_delta_log")
-    try:
-        names = os.listdir(log_dir)
-    except OSError:
-        return
-    versions = sorted((int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()), reverse=True)
-    for version in versions:
-        try:
-            with open(os.path.join(log_dir, f"{version:020d}.json"), encoding="utf-8") as commit:
-                lines = commit.read().splitlines()
-        except OSError:
-            continue
-        info: dict[str, Any] = next(
-            (json.loads(line)["commitInfo"] for line in lines if line.startswith('{"commitInfo"')), {})
-        yield version, info
-
-
 def held_elsewhere(root: str, pipeline: str) -> str | None:
     """Before a run starts Spark: the refusal message when a live run holds the pipeline's lease on a local
     root, else None (free, not local, or unreadable: the run then takes the lease as usual)."""
     folder = local_folder(root.rstrip("/"))
     if folder is None:
         return None
-    current = read_holder(local_commits(os.path.join(folder, LEASES, pipeline)))
+    current = read_holder(delta_log.commit_infos(os.path.join(folder, LEASES, pipeline)))
     if current is None or current.free_because(ttl_seconds(), _now_ms()) is not None:
         return None
     return refusal(pipeline, f"file:{folder}", current)

@@ -23,7 +23,8 @@ SCHEMAS: dict[str, str] = {
     ),
     "refined_batches": "silver_table STRING, batch_id STRING, run_id STRING, refined_at TIMESTAMP",
     # A batch's inputs, fixed before its first write (a write-ahead record): a run killed in the middle of the
-    # batch is completed by the next run with exactly these inputs and the same idempotent-write identifiers.
+    # batch is completed by the next run with exactly these inputs; the commits it had made are found by their
+    # markers (`Txn`).
     # `inputs` is JSON: the landing files of an ingest batch, the bronze batch ids of a refine batch.
     "batch_plans": (
         "stage STRING, table_name STRING, seq BIGINT, batch_id STRING, inputs STRING, run_id STRING, "

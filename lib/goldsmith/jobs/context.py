@@ -52,6 +52,16 @@ class TableResult:
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter, repr=False)
 
+    def absorb(self, other: TableResult) -> None:
+        """Add another batch's counts of the same table (a run that completes a killed run's batch, then its own)."""
+        for attr in ("records_in", "records_out", "quarantined", "duplicates", "inserted", "updated"):
+            setattr(self, attr, getattr(self, attr) + getattr(other, attr))
+        for rule, count in other.rule_violations.items():
+            self.rule_violations[rule] = self.rule_violations.get(rule, 0) + count
+        self.batch_ids += other.batch_ids
+        if other.detail:
+            self.detail = f"{self.detail}; {other.detail}" if self.detail else other.detail
+
     def check_accounting(self) -> None:
         """Records in must equal out + quarantined + duplicates; raise `AccountingError` otherwise."""
         accounted = self.records_out + self.quarantined + self.duplicates

@@ -1,10 +1,10 @@
 """ingest: new landing files -> `bronze.<source>`, malformed records -> `bronze.<source>_quarantine`.
 
 Exactly once, across crashes: a batch's files are fixed in `ops.batch_plans` before its first write, and every
-write of the batch (quarantine, bronze, `ops.ingested_files`) carries the same Delta idempotent-write identifiers
-(`goldsmith-ingest-<source>`, the plan's sequence number). A run killed anywhere in a batch leaves a plan without
-its `ops.ingested_files` rows; the next run completes that plan first, with the same files, batch id and
-`_ingested_at`, and Delta skips the writes the killed run had already committed.
+commit of the batch (bronze, quarantine, `ops.ingested_files`) is marked with its identity
+(`goldsmith-ingest-<source>@<plan number>`, `goldsmith.io.lakehouse.Txn`). A run killed anywhere in a batch leaves
+a plan without its `ops.ingested_files` rows; the next run completes that plan first, with the same files, batch
+id and `_ingested_at`, and does not repeat the commits the killed run had already made.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from goldsmith.config.models import SourceConfig
 from goldsmith.io.lakehouse import Txn
@@ -90,13 +91,9 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     if not results:
         detail = f"no new files ({len(files)} already ingested)" if files else f"no files in {source.path}"
         return TableResult("ingest", f"bronze.{name}", status="skipped", detail=detail)
-    total = results[0]
     for extra in results[1:]:
-        for attr in ("records_in", "records_out", "quarantined", "inserted"):
-            setattr(total, attr, getattr(total, attr) + getattr(extra, attr))
-        total.batch_ids += extra.batch_ids
-        total.detail += "; " + extra.detail
-    return total
+        results[0].absorb(extra)
+    return results[0]
 
 
 def _txn(name: str, seq: int) -> Txn:
@@ -132,7 +129,7 @@ def new_plan(ctx: RunContext, name: str, files: list[LandingFile]) -> Plan:
     return plan
 
 
-def split_files(ctx: RunContext, name: str, source: SourceConfig, paths: list[str]) -> Split:
+def split_files(ctx: RunContext, name: str, source: SourceConfig, schema: StructType, paths: list[str]) -> Split:
     """Group CSV files by their header (checked against the declared schema by name) and set aside files that
     cannot be read as the source's format; other formats are read as they are."""
     split = Split()
@@ -140,7 +137,6 @@ def split_files(ctx: RunContext, name: str, source: SourceConfig, paths: list[st
     if source.format != "csv" or str(options.get("header", "true")).lower() != "true":
         split.readable[None] = list(paths)
         return split
-    schema = parse_schema(name, source.schema_ddl)
     declared = tuple(schema.fieldNames())
     for path in paths:
         start = first_line(ctx.spark, path, options.get("encoding", "UTF-8"))
@@ -171,8 +167,8 @@ def run_batch(ctx: RunContext, name: str, source: SourceConfig, plan: Plan, redo
             log.warning("  bronze.%s: %d file(s) of batch %s changed or went away since it was planned; those are "
                         "read only if the killed run had not committed them", name, len(gone), plan.batch_id)
             files = [f for f in files if f not in gone]
-    split = split_files(ctx, name, source, [f.path for f in files])
     schema = parse_schema(name, source.schema_ddl)
+    split = split_files(ctx, name, source, schema, [f.path for f in files])
     frames = [read_source(ctx.spark, name, source, paths, order)[0] for order, paths in split.readable.items()]
     marked_df = None
     for frame in frames:

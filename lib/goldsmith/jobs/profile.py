@@ -30,8 +30,8 @@ def _profiled_versions(ctx: RunContext) -> tuple[dict[str, int], int]:
 def run(ctx: RunContext) -> list[TableResult]:
     """Profile the pipeline's tables whose version is new; one commit per ops table for the whole stage.
 
-    `ops.profiles` is written last: it is what says a table version was profiled. Both commits carry the
-    idempotent-write identifiers of this profile run (`goldsmith-profile-<pipeline>`, the number of runs that
+    `ops.profiles` is written last: it is what says a table version was profiled. Both commits are marked
+    with the identity of this profile run (`goldsmith-profile-<pipeline>`, the number of runs that
     wrote profiles + 1), so a run killed between them leaves correlations that the next run does not repeat."""
     config = ctx.config.profile
     done, runs = _profiled_versions(ctx)

@@ -110,26 +110,24 @@ def refine_table(ctx: RunContext, name: str, table: SilverTable) -> TableResult:
     if pending:
         seq = max((int(p["seq"]) for p in plans), default=0) + 1
         # The batches are fixed before the first write: a killed run is completed with exactly these.
-        ctx.ops.append("batch_plans", [{
-            "stage": "refine", "table_name": f"silver.{name}", "seq": seq, "batch_id": f"{ctx.run_id}-{name}",
-            "inputs": json.dumps({"batches": pending}), "run_id": ctx.run_id, "planned_at": now(),
-        }])
+        ctx.ops.append("batch_plans", [_plan_row(ctx, name, seq, {"batches": pending})])
         results.append(refine_batches(ctx, name, table, pending, seq))
     if not results:
         return TableResult("refine", f"silver.{name}", status="skipped", detail="up to date (no new bronze batches)")
-    total = results[0]
     for extra in results[1:]:
-        for attr in ("records_in", "records_out", "quarantined", "duplicates", "inserted", "updated"):
-            setattr(total, attr, getattr(total, attr) + getattr(extra, attr))
-        for rule, count in extra.rule_violations.items():
-            total.rule_violations[rule] = total.rule_violations.get(rule, 0) + count
-        total.batch_ids += extra.batch_ids
-    return total
+        results[0].absorb(extra)
+    return results[0]
+
+
+def _plan_row(ctx: RunContext, name: str, seq: int, inputs: dict[str, Any]) -> dict[str, Any]:
+    """An `ops.batch_plans` row of this table: its bronze batches, or `failed` (which closes the plan)."""
+    return {"stage": "refine", "table_name": f"silver.{name}", "seq": seq, "batch_id": f"{ctx.run_id}-{name}",
+            "inputs": json.dumps(inputs), "run_id": ctx.run_id, "planned_at": now()}
 
 
 def refine_batches(ctx: RunContext, name: str, table: SilverTable, pending: list[str], seq: int) -> TableResult:
-    """Run one silver table's SQL over these bronze batches, check, dedup, quarantine and MERGE, every write
-    with the batch's idempotent-write identifiers (`goldsmith-refine-<table>`, `seq`)."""
+    """Run one silver table's SQL over these bronze batches, check, dedup, quarantine and MERGE, every commit
+    marked with the batch's identity (`goldsmith-refine-<table>@<seq>`)."""
     started = time.perf_counter()
     lakehouse, source = ctx.lakehouse, table.source
     bronze_df = lakehouse.read("bronze", source).where(F.col("_batch_id").isin(pending))
@@ -152,10 +150,7 @@ def refine_batches(ctx: RunContext, name: str, table: SilverTable, pending: list
     try:
         return _check_and_write(ctx, batch)
     except (AccountingError, ExpectationFailed):
-        ctx.ops.append("batch_plans", [{
-            "stage": "refine", "table_name": f"silver.{name}", "seq": seq, "batch_id": f"{ctx.run_id}-{name}",
-            "inputs": json.dumps({"failed": True}), "run_id": ctx.run_id, "planned_at": now(),
-        }])
+        ctx.ops.append("batch_plans", [_plan_row(ctx, name, seq, {"failed": True})])
         raise
     finally:
         checked_df.unpersist()
