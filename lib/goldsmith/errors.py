@@ -21,6 +21,10 @@ class ConfigError(GoldsmithError):
     """The pipeline file, an overlay, an override or a SQL file is invalid."""
 
 
+class ExecutorsMismatch(GoldsmithError):
+    """A cluster's executors cannot import goldsmith, or import another version than the driver runs."""
+
+
 class SchemaMismatch(GoldsmithError):
     """Data does not have the columns or types the pipeline declares."""
 

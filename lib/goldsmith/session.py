@@ -8,10 +8,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import SparkSession
 
-from goldsmith import class_archive
+from goldsmith import __version__, class_archive
+from goldsmith.errors import ExecutorsMismatch
 from goldsmith.jvm import delta_jars, log4j_option
 
 log = logging.getLogger(__name__)
@@ -101,3 +103,59 @@ def _same_interpreter(python: str) -> bool:
 def _launched_by_spark_submit() -> bool:
     # spark-submit starts the JVM first and hands Python the gateway port through this variable.
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+# Run on the executors, pickled by value (it is compiled into a namespace that is no importable module), so that
+# it reports an executor without goldsmith instead of failing to unpickle there.
+_PROBE = """
+def probe(_):
+    import socket
+    try:
+        import goldsmith
+    except ImportError as exc:
+        yield (socket.gethostname(), "", "", type(exc).__name__ + ": " + str(exc))
+        return
+    yield (socket.gethostname(), goldsmith.__version__, goldsmith.__file__, "")
+"""
+
+
+def executor_goldsmith(spark: SparkSession) -> list[tuple[str, str, str, str]]:
+    """What the executors import as goldsmith: (host, version, file, import error) from one task per core."""
+    namespace: dict[str, Any] = {"__name__": "goldsmith_executor_probe"}
+    exec(compile(_PROBE, "<goldsmith executor probe>", "exec"), namespace)
+    tasks = max(1, spark.sparkContext.defaultParallelism)
+    found: list[tuple[str, str, str, str]] = (
+        spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(namespace["probe"]).collect()
+    )
+    return sorted(set(found))
+
+
+def executors_problem(found: Sequence[tuple[str, str, str, str]], driver_version: str = __version__) -> str | None:
+    """Why the executors cannot run this goldsmith (one line), or None when every one imports this version."""
+    ship = "ship goldsmith with the job (`spark-submit --py-files goldsmith.zip`, its wheel under a .zip name) " \
+           "or install the same version on the workers"
+    missing = sorted({f"{host} ({error})" for host, _, _, error in found if error})
+    if missing:
+        return f"executors cannot import goldsmith on {', '.join(missing)}: {ship}"
+    other = sorted({f"{version} on {host} (from {file})" for host, version, file, _ in found
+                    if version != driver_version})
+    if other:
+        return f"the driver runs goldsmith {driver_version} but the executors run {', '.join(other)}: {ship}"
+    return None
+
+
+def check_executors(spark: SparkSession) -> None:
+    """On a cluster, check that the executors import the goldsmith the driver runs, and log where from (a
+    stale copy on the workers otherwise fails, or computes differently, in the middle of a stage). Local
+    mode runs the driver's own interpreter: nothing to check.
+
+    Raises:
+        ExecutorsMismatch: an executor cannot import goldsmith, or imports another version.
+    """
+    if (spark.sparkContext.master or "local").startswith("local"):
+        return
+    found = executor_goldsmith(spark)
+    problem = executors_problem(found)
+    if problem:
+        raise ExecutorsMismatch(problem)
+    log.info("executors import goldsmith %s from %s", __version__, ", ".join(sorted({f for _, _, f, _ in found})))

@@ -53,3 +53,13 @@ def test_stock_invalidate_caches_rereads_every_zip_on_the_path(tmp_path) -> None
         sys.path.remove(str(archive))
         sys.modules.pop("probe_pkg", None)
         sys.path_importer_cache.pop(str(archive), None)
+
+
+def test_executor_probe_reports_what_the_workers_import(spark: SparkSession) -> None:
+    import goldsmith
+    from goldsmith.session import executor_goldsmith, executors_problem
+
+    found = executor_goldsmith(spark)
+    assert {(version, file, error) for _, version, file, error in found} == \
+        {(goldsmith.__version__, goldsmith.__file__, "")}
+    assert executors_problem(found) is None

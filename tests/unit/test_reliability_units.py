@@ -93,3 +93,16 @@ def test_a_live_holder_refuses_a_run_before_spark_starts(tmp_path) -> None:
     gone = {**alive, "event": "released"}
     (log / f"{1:020d}.json").write_text(json.dumps({"commitInfo": {"userMetadata": json.dumps(gone)}}) + "\n")
     assert held_elsewhere(str(tmp_path), "flights") is None
+
+
+def test_executors_problem_names_the_hosts_and_how_to_ship_goldsmith() -> None:
+    from goldsmith.session import executors_problem
+
+    good = ("w1", "0.1.0", "/app/goldsmith.zip/goldsmith/__init__.py", "")
+    assert executors_problem([good], "0.1.0") is None
+    missing = executors_problem([good, ("w2", "", "", "ModuleNotFoundError: No module named 'goldsmith'")], "0.1.0")
+    assert missing is not None and missing.startswith("executors cannot import goldsmith on w2 (ModuleNotFound")
+    assert "--py-files" in missing and "\n" not in missing
+    older = executors_problem([good, ("w2", "0.0.9", "/opt/site/goldsmith/__init__.py", "")], "0.1.0")
+    assert older is not None and "driver runs goldsmith 0.1.0" in older
+    assert "0.0.9 on w2 (from /opt/site/goldsmith/__init__.py)" in older and "w1" not in older

@@ -18,7 +18,7 @@ from goldsmith.io.lease import RunLease, held_elsewhere
 from goldsmith.io.ops import OpsCache, now
 from goldsmith.jobs import features, ingest, monitor, profile, refine, score, train
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
-from goldsmith.session import build_session
+from goldsmith.session import build_session, check_executors
 from goldsmith.transforms.text import register_sql_functions
 from goldsmith.validate import check_sql
 
@@ -88,6 +88,7 @@ def run_pipeline(
         if held:
             raise LeaseHeld(held)
     spark = spark or session_for(config)
+    check_executors(spark)
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
