@@ -61,12 +61,31 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _grid(n: int, per_row: int, panel_width: float, panel_height: float) -> tuple[Figure, list[Any]]:
-    """A figure of `n` panels, `per_row` to a row; unused cells of the last row are hidden."""
+def _grid(
+    n: int, per_row: int, panel_width: float, panel_height: float,
+    margins: tuple[float, float, float, float] | None = None,
+) -> tuple[Figure, list[Any]]:
+    """A figure of `n` panels, `per_row` to a row; unused cells of the last row are hidden.
+
+    `margins`: the room (left, bottom, right, top, in inches) each panel keeps around its axes for its tick
+    labels and title, for the grids of many panels whose labels have a known size. matplotlib's constrained
+    layout (without `margins`) measures every text of every panel again: a 26-panel grid of histograms drew in
+    1.6 s with it and 0.9 s with fixed margins (measured on the 2-core machine).
+    """
     cols = max(1, min(n, per_row))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(panel_width * cols, panel_height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    width, height = panel_width * cols, panel_height * rows
+    if margins is None:
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    else:
+        left, bottom, right, top = margins
+        inner_w, inner_h = panel_width - left - right, panel_height - bottom - top
+        fig = Figure(figsize=(width, height))
+        axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+            "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
+            "wspace": (left + right) / inner_w, "hspace": (bottom + top) / inner_h,
+        }).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -79,7 +98,7 @@ def _short(text: str, width: int = 28) -> str:
 def histograms(columns: Sequence[dict[str, Any]], per_row: int = 4) -> bytes:
     """Small multiples: one histogram per numeric column (`histogram` = [{lower, upper, count}])."""
     with _style():
-        fig, axes = _grid(len(columns), per_row, 2.9, 1.9)
+        fig, axes = _grid(len(columns), per_row, 2.9, 1.9, (0.55, 0.3, 0.12, 0.45))
         for ax, column in zip(axes, columns, strict=True):
             bins = column["histogram"]
             lowers = np.array([b["lower"] for b in bins], dtype=float)
@@ -96,7 +115,7 @@ def histograms(columns: Sequence[dict[str, Any]], per_row: int = 4) -> bytes:
 def top_values(columns: Sequence[dict[str, Any]], per_row: int = 3, top: int = 8) -> bytes:
     """Small multiples: the most frequent values of each categorical column as horizontal bars."""
     with _style():
-        fig, axes = _grid(len(columns), per_row, 3.9, 0.5 + 0.22 * top)
+        fig, axes = _grid(len(columns), per_row, 3.9, 0.5 + 0.22 * top, (1.4, 0.3, 0.15, 0.28))
         for ax, column in zip(axes, columns, strict=True):
             values = list(column["top_values"])[:top][::-1]
             labels = [_short("(null)" if v["value"] is None else str(v["value"]), 22) for v in values]
