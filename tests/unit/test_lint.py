@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,12 @@ def test_ruff_is_clean() -> None:
 
 
 def test_mypy_is_clean() -> None:
-    done = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, check=False)
+    # mypy's cache in goldsmith's shared cache, not in the clone: a fresh clone then re-checks only what changed
+    # (its modules are validated by content hash): 5 s instead of 19 s on the 2-core machine.
+    from goldsmith.jvm import cache_dir
+
+    env = {**os.environ, "MYPY_CACHE_DIR": str(cache_dir() / "mypy")}
+    done = subprocess.run([str(BIN / "mypy")], cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
 
 
