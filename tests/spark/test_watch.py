@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from handmade_flights import ETL, add_changes, write_landing
+from handmade_flights import ETL, Handmade, add_changes, write_landing
 from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
@@ -20,10 +20,13 @@ from goldsmith.jobs.watch import input_signature, watch
 
 
 def test_watch_runs_at_start_and_after_each_change(
-    spark: SparkSession, repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spark: SparkSession, repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, handmade: Handmade,
 ) -> None:
     landing, lake, sql = tmp_path / "landing", tmp_path / "lake", tmp_path / "flight_features.sql"
-    write_landing(landing)
+    # From the shared hand-made lakehouse and its landing files (their times kept: the files it ingested): the
+    # run at start finds nothing new (the same SQL text, so the same gold build) and changes no table.
+    shutil.copytree(handmade.landing, landing)
+    shutil.copytree(handmade.lake, lake)
     good_sql = (repo / "conf/pipelines/sql/flights/gold/flight_features.sql").read_text()
     sql.write_text(good_sql)
 
@@ -32,7 +35,7 @@ def test_watch_runs_at_start_and_after_each_change(
             f"storage.root={lake}", f"vars.landing={landing}", f"gold.flight_features.sql={sql}"])
 
     actions: list[Callable[[], object] | None] = [
-        None,  # after the first run: nothing changed, so no run
+        None,  # after the run at start: nothing changed, so no run
         lambda: add_changes(landing),  # new and re-delivered flights, a weather row
         None,  # the change held still: run 2 (incremental)
         lambda: sql.write_text("select * from silver.no_such_table"),
@@ -59,10 +62,11 @@ def test_watch_runs_at_start_and_after_each_change(
     assert len(unloadable) == 1  # reported once, not at every poll
 
     log = spark.read.format("delta").load(str(lake / "ops" / "run_log")).orderBy("started_at").collect()
+    # the hand-made build's run; the run at start changed nothing, so it wrote no row; then runs 2, 3 and 4
     assert [r["status"] for r in log] == ["ok", "ok", "failed", "ok"]
     assert "no_such_column" in log[2]["message"]
     builds = spark.read.format("delta").load(str(lake / "ops" / "gold_builds")).orderBy("built_at").collect()
-    assert [b["mode"] for b in builds] == ["full", "incremental", "full"]
+    assert [b["mode"] for b in builds] == ["full", "incremental", "full"]  # the hand-made build, run 2, run 4
     gold = spark.read.format("delta").load(str(lake / "gold" / "flight_features"))
     # 6 flights, then 3 new ones and one re-delivered (an update, not a new row)
     assert gold.count() == 9
