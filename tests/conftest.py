@@ -63,8 +63,9 @@ def spark() -> Iterator[SparkSession]:
             "spark.driver.memory": "2g",
             # The tests' tables are a few thousand rows and the suite runs hundreds of queries, most of them
             # several times (the same pipelines again): planning, not data, is the cost. Without adaptive
-            # execution a query is planned once (not again per shuffle stage), a single-row query is not compiled
-            # to Java, and compiled classes are kept for the queries that come back. Measured on
+            # execution a query is planned once (not again per shuffle stage), without whole-stage codegen its
+            # operators are not fused into a Java class compiled per query, and the generated classes that
+            # remain are kept for the queries that come back. Measured on
             # tests/spark/test_pipeline_stages.py: 135.8 s -> 124.2 s, the JVM's CPU 193 s -> 168 s.
             "spark.sql.adaptive.enabled": "false",
             "spark.sql.codegen.wholeStage": "false",

@@ -55,8 +55,11 @@ def new_run_id() -> str:
 
 
 def session_for(config: PipelineConfig) -> SparkSession:
-    """The Spark application for a run of this pipeline."""
-    return build_session(f"goldsmith-{config.name}", config.spark.master, config.spark.conf)
+    """The Spark application for a run of this pipeline; on a cluster, its executors checked once
+    (`check_executors`), not again by every run `goldsmith watch` makes in it."""
+    spark = build_session(f"goldsmith-{config.name}", config.spark.master, config.spark.conf)
+    check_executors(spark)
+    return spark
 
 
 def open_lakehouse(spark: SparkSession, config: PipelineConfig, attach: bool = True) -> Lakehouse:
@@ -88,7 +91,6 @@ def run_pipeline(
         if held:
             raise LeaseHeld(held)
     spark = spark or session_for(config)
-    check_executors(spark)
     lakehouse = open_lakehouse(spark, config, attach=False)
     ctx = RunContext(spark=spark, config=config, lakehouse=lakehouse, run_id=new_run_id(), ops_cache=ops_cache)
     log.info("run %s of pipeline %s: stages %s, storage %s", ctx.run_id, config.name, ", ".join(chosen), lakehouse.root)
