@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from goldsmith.errors import DeltaLogUnsupported
-from goldsmith.io.delta_log import read_rows, snapshot
+from goldsmith.io.delta_log import read_rows, row_count, snapshot
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.ops import OpsLog
 from goldsmith.ml.registry import local_moves, spark_moves
@@ -66,6 +66,9 @@ def test_the_pure_reader_reads_what_spark_reads(spark: SparkSession, tmp_path: P
     assert [r["id"] for r in expected] == [1, 2, 3, 5, 6, 7]
     assert pure_rows(path) == expected
     assert pure_rows(f"file:{path}") == expected
+    # The count from the log's statistics (checkpoint, appends, the rewrite of the delete) is Spark's count.
+    assert row_count(path) == row_count(f"file:{path}") == len(expected) == 6
+    assert row_count(str(tmp_path / "none")) is None
 
 
 def test_model_promotions_read_without_spark_equal_spark_s(spark: SparkSession, tmp_path: Path) -> None:
@@ -93,3 +96,17 @@ def test_deletion_vectors_are_refused(spark: SparkSession, tmp_path: Path) -> No
     spark.sql(f"DELETE FROM delta.`{path}` WHERE id = 3")
     with pytest.raises(DeltaLogUnsupported, match="deletion vectors"):
         read_rows(path)
+    # A count needs no rows: the vector's cardinality is taken off the file's record count.
+    assert row_count(path) == spark.read.format("delta").load(path).count() == 9
+
+
+def test_the_ops_log_reads_local_tables_as_spark_does(spark: SparkSession, tmp_path: Path) -> None:
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    ops = OpsLog(lakehouse)
+    ops.append("refined_batches", [{"silver_table": "t", "batch_id": f"b{i}", "run_id": "r",
+                                     "refined_at": T0 + timedelta(minutes=i)} for i in range(3)])
+    columns = ("silver_table", "batch_id", "refined_at")
+    local = OpsLog(lakehouse)._rows("refined_batches", *columns)
+    by_spark = OpsLog(lakehouse)._spark_rows("refined_batches", columns)
+    assert sorted(local, key=str) == sorted(by_spark, key=str)
+    assert sorted(r["refined_at"] for r in local) == [T0 + timedelta(minutes=i) for i in range(3)]

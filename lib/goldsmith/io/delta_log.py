@@ -70,6 +70,41 @@ def table_folder(uri: str) -> Path:
 
 def snapshot(uri: str) -> DeltaSnapshot | None:
     """The latest state of the Delta table at `uri`, or None when there is no table (no commit) there."""
+    replayed = _replay(uri)
+    if replayed is None:
+        return None
+    path, version, files, state = replayed
+    schema = _check_state(path, state, files.values())
+    return DeltaSnapshot(path, version, schema, tuple(_data_file(path, name) for name, _ in files))
+
+
+def row_count(uri: str) -> int | None:
+    """The rows of the Delta table at `uri` from its log alone (each live file's `numRecords` statistic, less
+    the rows its deletion vector deletes), None when there is no table. A file without statistics is counted
+    from its parquet footer. DeltaLogUnsupported where the log cannot say (not a local folder, a reader feature
+    not known here, commits kept elsewhere)."""
+    replayed = _replay(uri)
+    if replayed is None:
+        return None
+    path, _, files, state = replayed
+    _check_protocol(path, state)
+    total = 0
+    for (name, _), add in files.items():
+        stats = json.loads(add.get("stats") or "{}")
+        rows = stats.get("numRecords")
+        if rows is None:
+            rows = pq.ParquetFile(_data_file(path, name)).metadata.num_rows
+        vector = add.get("deletionVector") or {}
+        total += int(rows) - int(vector.get("cardinality") or 0)
+    return total
+
+
+_Files = dict[tuple[str, str | None], dict[str, Any]]
+
+
+def _replay(uri: str) -> tuple[Path, int, _Files, dict[str, dict[str, Any]]] | None:
+    """(folder, version, live `add` actions by file, latest metaData and protocol) of the table at `uri`, or None
+    when it has no commit."""
     path = table_folder(uri)
     log_dir = path / LOG_FOLDER
     names = [p.name for p in log_dir.iterdir()] if log_dir.is_dir() else []
@@ -91,9 +126,7 @@ def snapshot(uri: str) -> DeltaSnapshot | None:
             if line.strip():
                 action, value = next(iter(json.loads(line).items()))
                 _apply(action, value, files, state)
-    version = later[-1] if later else start
-    schema = _check_state(path, state, files.values())
-    return DeltaSnapshot(path, version, schema, tuple(_data_file(path, name) for name, _ in files))
+    return path, later[-1] if later else start, files, state
 
 
 def read_table(uri: str, columns: Sequence[str] | None = None) -> pa.Table | None:
@@ -212,17 +245,7 @@ def _apply(action: str, value: dict[str, Any], files: dict[tuple[str, str | None
 
 def _check_state(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]]) -> pa.Schema:
     """The table's arrow schema, after refusing every feature this reader does not read."""
-    protocol, metadata = state.get("protocol"), state.get("metaData")
-    if protocol is None or metadata is None:
-        raise _unsupported(path, "its log has no protocol or metaData action")
-    reader_version = int(protocol.get("minReaderVersion", 1))
-    features = set(protocol.get("readerFeatures") or [])
-    if reader_version > 3 or features - _KNOWN_READER_FEATURES:
-        raise _unsupported(path, f"it needs reader version {reader_version} with features "
-                                 f"{sorted(features - _KNOWN_READER_FEATURES) or sorted(features)}")
-    managed = set(protocol.get("writerFeatures") or []) & _COMMITS_ELSEWHERE
-    if managed:
-        raise _unsupported(path, f"its newest commits may not be in _delta_log yet (writer features {sorted(managed)})")
+    metadata = _check_protocol(path, state)
     configuration = dict(metadata.get("configuration") or {})
     mode = configuration.get("delta.columnMapping.mode", "none")
     if mode != "none":
@@ -235,6 +258,22 @@ def _check_state(path: Path, state: dict[str, dict[str, Any]], live: Iterable[di
     schema = json.loads(metadata["schemaString"])
     # Every field nullable: a column added after a file was written reads as null in that file's rows.
     return pa.schema([pa.field(f["name"], _arrow_type(path, f["type"])) for f in schema["fields"]])
+
+
+def _check_protocol(path: Path, state: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The table's metaData action, after refusing a protocol whose log this reader cannot follow."""
+    protocol, metadata = state.get("protocol"), state.get("metaData")
+    if protocol is None or metadata is None:
+        raise _unsupported(path, "its log has no protocol or metaData action")
+    reader_version = int(protocol.get("minReaderVersion", 1))
+    features = set(protocol.get("readerFeatures") or [])
+    if reader_version > 3 or features - _KNOWN_READER_FEATURES:
+        raise _unsupported(path, f"it needs reader version {reader_version} with features "
+                                 f"{sorted(features - _KNOWN_READER_FEATURES) or sorted(features)}")
+    managed = set(protocol.get("writerFeatures") or []) & _COMMITS_ELSEWHERE
+    if managed:
+        raise _unsupported(path, f"its newest commits may not be in _delta_log yet (writer features {sorted(managed)})")
+    return metadata
 
 
 def _arrow_type(path: Path, spark_type: Any) -> pa.DataType:

@@ -14,6 +14,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DataType, MapType, StructType, TimestampType
 
+from goldsmith.errors import DeltaLogUnsupported
+from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse, Txn
 
 SCHEMAS: dict[str, str] = {
@@ -173,25 +175,33 @@ class OpsLog:
                 if kept is not None and kept.version is not None and kept.version == version:
                     self._cache[table] = kept.rows
                     return list(kept.rows)
-                rows: list[Any] = []
-                if self.lakehouse.exists("ops", table):
-                    df = self.lakehouse.read("ops", table)
-                    # A lakehouse written by an older goldsmith may lack a column added since: it reads as None.
-                    present = [c for c in columns if c in df.columns]
-                    times = {f.name for f in df.schema.fields if isinstance(f.dataType, TimestampType)}
-                    # Times as UTC microseconds: a collected timestamp is in the Python process's time zone,
-                    # while this process's own appends (`now()`) are naive UTC.
-                    selected = [F.unix_micros(c).alias(c) if c in times else F.col(c) for c in present]
-                    rows = [r.asDict() for r in df.select(*selected).collect()]
-                    for row in rows:
-                        for c in times & set(present):
-                            row[c] = _utc(row[c])
+                # A local folder's small log and files are read without a Spark job (milliseconds, not a job
+                # per table per stage); a table in an object store or a catalog, or one the pure reader does
+                # not read, is read by Spark.
+                found = None if self.lakehouse.catalog else _local_rows(path, columns)
+                rows = found if found is not None else self._spark_rows(table, columns)
                 self._cache[table] = rows
                 if self._shared is not None:
                     # The version listed before the read: a commit during the read only makes the next run read
                     # again.
                     self._shared.kept[path] = _Kept(version, rows)
             return list(self._cache[table])
+
+    def _spark_rows(self, table: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+        if not self.lakehouse.exists("ops", table):
+            return []
+        df = self.lakehouse.read("ops", table)
+        # A lakehouse written by an older goldsmith may lack a column added since: it reads as None.
+        present = [c for c in columns if c in df.columns]
+        times = {f.name for f in df.schema.fields if isinstance(f.dataType, TimestampType)}
+        # Times as UTC microseconds: a collected timestamp is in the Python process's time zone, while this
+        # process's own appends (`now()`) are naive UTC.
+        selected = [F.unix_micros(c).alias(c) if c in times else F.col(c) for c in present]
+        rows = [r.asDict() for r in df.select(*selected).collect()]
+        for row in rows:
+            for c in columns:
+                row[c] = _utc(row[c]) if c in times and c in row else row.get(c)
+        return rows
 
     def _ingested(self, source: str) -> list[dict[str, Any]]:
         rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id", "batch_rows")
@@ -249,6 +259,20 @@ def file_identity(path: str, size: int, modified_ms: int) -> tuple[str, int, int
     (a lakehouse moved or mounted elsewhere, a landing path given relative to the working folder) are the same
     files. A file rewritten in place gets a new size or time, and counts as new."""
     return path.rstrip("/").rsplit("/", 1)[-1], size, modified_ms
+
+
+def _local_rows(path: str, columns: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The rows of the ops table at `path` read without Spark (times as naive UTC, like `now()`), [] when there
+    is no table, None when the pure-Python reader does not read it (not a local folder, a feature it lacks)."""
+    try:
+        rows = delta_log.read_rows(path, columns)
+    except DeltaLogUnsupported:
+        return None
+    for row in rows or []:
+        for name, value in row.items():
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                row[name] = value.astimezone(UTC).replace(tzinfo=None)
+    return rows or []
 
 
 def _utc(micros: int | None) -> datetime | None:

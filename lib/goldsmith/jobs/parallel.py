@@ -35,10 +35,11 @@ def tables_in_parallel() -> int:
 
 def for_each_table(
     ctx: RunContext, items: Sequence[tuple[str, T]], work: Callable[[RunContext, str, T], R], stage: str,
-    layer: str, own_session: bool = False,
+    layer: str | None, own_session: bool = False,
 ) -> list[R]:
     """`work(ctx, name, item)` for every item, in threads; results in the items' order.
 
+    `layer`: the layer of every item's table, or None when the items' names are whole references.
     `own_session`: each table gets a session of its own (same application, same settings) for its temporary
     views and observed metrics. Every table runs to its end; then the first failure, in the items' order, is
     raised. A failure of Spark's (a task that failed every attempt) is raised as `StageFailed` naming the stage
@@ -50,8 +51,9 @@ def for_each_table(
         try:
             return work(table_ctx, name, item)
         except PySparkException as exc:
-            log.debug("stage %s, table %s.%s failed", stage, layer, name, exc_info=True)
-            raise StageFailed(f"stage {stage} failed on {layer}.{name}: {message_line(exc)}") from exc
+            where = f"{layer}.{name}" if layer else name
+            log.debug("stage %s, table %s failed", stage, where, exc_info=True)
+            raise StageFailed(f"stage {stage} failed on {where}: {message_line(exc)}") from exc
 
     if workers <= 1:
         return [named(session_context(ctx) if own_session else ctx, name, item) for name, item in items]

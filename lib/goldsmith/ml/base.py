@@ -109,6 +109,11 @@ class Backend(ABC):
     """A training backend: trains every candidate of the spec's trainer config."""
 
     name: ClassVar[str]
+    # How many of this backend's trainings (of label review's folds) may run at once in one application. A
+    # backend whose training is a few small Spark jobs driven from the driver (spark-ml) leaves the cores idle
+    # between jobs; one that fills every core (a pandas UDF per candidate) or holds every slot (barrier mode)
+    # trains one at a time.
+    trainings_at_once: ClassVar[int] = 1
 
     @abstractmethod
     def train(self, problem: Problem, sets: TrainingSets) -> list[Candidate]:

@@ -12,6 +12,7 @@ wrong first. The train stage writes that to `gold.<model>_label_review` (`review
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from functools import reduce
@@ -63,8 +64,9 @@ def out_of_fold(
     `frame` holds the keys, the features with normalised types, `_label` and `_weight` (as training prepares
     them). Rows go to `folds` folds by a hash of the keys seeded with `problem.seed`; for each fold, one model of
     `algorithm`/`params` is trained by the spec's backend on the other folds (the held-out fold serves as its
-    validation and test set) and predicts the held-out fold. Trainings run one after another (a backend
-    parallelises inside). Every input row appears once in the result.
+    validation and test set) and predicts the held-out fold. The backend's `trainings_at_once` folds train at a
+    time (spark-ml: three; the backends that fill every core themselves: one). Every input row appears once in
+    the result.
 
     `frame` is read a few times per fold: persist it first if it is expensive to compute. The result is lazy (each
     action predicts every fold again): persist it before `find_label_issues`, which reads it twice. Each fold's
@@ -83,8 +85,8 @@ def out_of_fold(
     backend = get_backend(one.spec.trainer.backend)
     columns = frame.columns
     assigned = frame.select("*", fold_index(problem.spec.keys, folds, problem.seed).alias(FOLD))
-    predicted = []
-    for fold in range(folds):
+
+    def train_fold(fold: int) -> DataFrame:
         held_out = assigned.where(F.col(FOLD) == fold).drop(FOLD)
         sets = TrainingSets(
             train=assigned.where(F.col(FOLD) != fold).drop(FOLD),
@@ -100,7 +102,14 @@ def out_of_fold(
         metric = winner.validation_metrics.get(one.spec.metric)
         log.info("  out-of-fold %d/%d: %s trained in %.1f s%s", fold + 1, folds, winner.label, watch.seconds,
                  f", held-out {one.spec.metric} {metric:.4f}" if metric is not None else "")
-        predicted.append(winner.predictor.transform(held_out).select(*columns, PROBA))
+        return winner.predictor.transform(held_out).select(*columns, PROBA)
+
+    at_once = min(backend.trainings_at_once, folds)
+    if at_once <= 1:
+        predicted = [train_fold(fold) for fold in range(folds)]
+    else:
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="goldsmith-fold") as pool:
+            predicted = list(pool.map(train_fold, range(folds)))
     return reduce(DataFrame.unionByName, predicted)
 
 

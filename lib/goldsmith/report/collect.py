@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from goldsmith.config.models import ModelSpec, PipelineConfig
-from goldsmith.errors import GoldsmithError, message_line
+from goldsmith.errors import DeltaLogUnsupported, GoldsmithError, SchemaMismatch, message_line
+from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import now
+from goldsmith.io.ops import SCHEMAS, now
 from goldsmith.io.tables import TableRef
 
 log = logging.getLogger(__name__)
@@ -147,42 +147,96 @@ def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
     )
 
 
-def _ops(lakehouse: Lakehouse, table: str) -> DataFrame | None:
-    return lakehouse.read("ops", table) if lakehouse.exists("ops", table) else None
+def _ops(lakehouse: Lakehouse, table: str) -> list[dict[str, Any]] | None:
+    """Every row of `ops.<table>` (small by design), None when the table does not exist.
+
+    A local lakehouse's tables are read from their Delta logs with pyarrow (milliseconds, no Spark job); a
+    catalog's or an object store's, or one the pure-Python reader refuses, through Spark."""
+    rows: list[dict[str, Any]] | None = None
+    columns: list[str] = []
+    read = False
+    if not lakehouse.catalog:
+        try:
+            found = delta_log.read_table(lakehouse.path("ops", table))
+        except DeltaLogUnsupported:
+            pass
+        else:
+            read = True
+            if found is not None:
+                columns = found.column_names
+                rows = [_naive_times(row) for row in found.to_pylist(maps_as_pydicts="strict")]
+    if not read and lakehouse.exists("ops", table):
+        df = lakehouse.read("ops", table)
+        columns, rows = df.columns, [r.asDict(recursive=True) for r in df.collect()]
+    if rows is None:
+        return None
+    # A table of another shape under the name (not written by goldsmith) is refused in words; a column added
+    # to the schema after an older goldsmith wrote the table reads as None.
+    schema = StructType.fromDDL(SCHEMAS[table])
+    assert isinstance(schema, StructType)
+    expected = schema.fieldNames()
+    missing = [c for c in expected if c not in columns]
+    if len(missing) == len(expected) or any(c in missing for c in ("run_id", "model_name", "table_name")
+                                            if c in expected):
+        raise SchemaMismatch(f"ops.{table} lacks the column(s) {', '.join(missing)}: it was not written by "
+                             "goldsmith")
+    return [{**dict.fromkeys(missing), **row} for row in rows]
 
 
-def _rows(df: DataFrame) -> list[dict[str, Any]]:
-    return [r.asDict(recursive=True) for r in df.collect()]
+def _naive_times(row: dict[str, Any]) -> dict[str, Any]:
+    """Times as naive UTC, as goldsmith stamps them (`now()`) and as a UTC session collects them."""
+    for name, value in row.items():
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            row[name] = value.astimezone(UTC).replace(tzinfo=None)
+    return row
 
 
-def _of_latest_run(df: DataFrame, group: str, time_column: str) -> DataFrame:
-    """The rows of each group's newest run (the run with the latest `time_column`)."""
-    latest = F.max_by("run_id", time_column).over(Window.partitionBy(group))
-    return df.withColumn("_latest_run", latest).where(F.col("run_id") == F.col("_latest_run")).drop("_latest_run")
+def _newest(rows: list[dict[str, Any]], time_column: str) -> dict[str, Any] | None:
+    """The row with the latest `time_column` (a row without one counts as oldest)."""
+    return max(rows, key=lambda r: r.get(time_column) or datetime.min, default=None)
+
+
+def _of_latest_run(rows: list[dict[str, Any]], group: str, time_column: str) -> list[dict[str, Any]]:
+    """The rows of each group's newest run (the run of the group's row with the latest `time_column`)."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get(group), []).append(row)
+    latest = {key: (_newest(members, time_column) or {}).get("run_id") for key, members in groups.items()}
+    return [r for r in rows if r.get("run_id") == latest[r.get(group)]]
 
 
 def _latest_run(lakehouse: Lakehouse) -> dict[str, Any] | None:
-    df = _ops(lakehouse, "run_log")
-    row = df.orderBy(F.col("started_at").desc_nulls_last()).first() if df is not None else None
-    return row.asDict() if row else None
+    return _newest(_ops(lakehouse, "run_log") or [], "started_at")
 
 
 def _ledger(lakehouse: Lakehouse) -> list[dict[str, Any]] | None:
     """The latest `ops.quality_metrics` row per (stage, table); a run that skipped the table (it had nothing new)
     does not hide the run that last did the work."""
-    df = _ops(lakehouse, "quality_metrics")
-    if df is None:
+    rows = _ops(lakehouse, "quality_metrics")
+    if rows is None:
         return None
-    order = Window.partitionBy("stage", "table_name").orderBy(
-        (F.col("status") == "skipped").asc(), F.col("recorded_at").desc()
-    )
-    latest = df.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n", "batch_ids")
-    return _rows(latest.orderBy("recorded_at", "table_name"))
+    latest: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for row in rows:
+        row.pop("batch_ids", None)
+        key = (row.get("stage"), row.get("table_name"))
+        kept = latest.get(key)
+        if kept is None or _ledger_rank(row) > _ledger_rank(kept):
+            latest[key] = row
+    return sorted(latest.values(), key=lambda r: (r.get("recorded_at") or datetime.min, r.get("table_name") or ""))
+
+
+def _ledger_rank(row: dict[str, Any]) -> tuple[bool, datetime]:
+    return row.get("status") != "skipped", row.get("recorded_at") or datetime.min
 
 
 def _count(lakehouse: Lakehouse, name: str) -> int | None:
-    """Row count of `layer.table` (Delta answers it from its log's statistics), None when it does not exist."""
+    """Row count of `layer.table` (from its Delta log's statistics), None when it does not exist."""
     ref = TableRef.parse(name)
+    if not lakehouse.catalog:
+        try:
+            return delta_log.row_count(lakehouse.path(ref.layer, ref.table))
+        except DeltaLogUnsupported:
+            pass
     if not lakehouse.exists(ref.layer, ref.table):
         return None
     return int(lakehouse.read(ref.layer, ref.table).count())
@@ -231,26 +285,25 @@ def _lineage(
 
 def _gold_inputs(lakehouse: Lakehouse) -> dict[str, list[str]]:
     """Input tables of each gold table's latest build (from the fingerprint `features` records)."""
-    df = _ops(lakehouse, "gold_builds")
-    if df is None:
-        return {}
-    order = Window.partitionBy("table_name").orderBy(F.col("built_at").desc())
+    builds: dict[str, list[dict[str, Any]]] = {}
+    for row in _ops(lakehouse, "gold_builds") or []:
+        builds.setdefault(row["table_name"], []).append(row)
     found = {}
-    for row in df.withColumn("_n", F.row_number().over(order)).where("_n = 1").select("table_name", "inputs").collect():
+    for table, rows in builds.items():
+        latest = _newest(rows, "built_at") or {}
         try:
-            found[row["table_name"]] = sorted(json.loads(row["inputs"] or "{}").get("tables", {}))
+            found[table] = sorted(json.loads(latest.get("inputs") or "{}").get("tables", {}))
         except (ValueError, AttributeError):
-            found[row["table_name"]] = []
+            found[table] = []
     return found
 
 
 def _profiles(lakehouse: Lakehouse) -> list[TableProfile] | None:
-    df = _ops(lakehouse, "profiles")
-    if df is None:
+    rows = _ops(lakehouse, "profiles")
+    if rows is None:
         return None
-    columns = _rows(_of_latest_run(df, "table_name", "profiled_at"))
-    corr_df = _ops(lakehouse, "profile_correlations")
-    correlations = _rows(_of_latest_run(corr_df, "table_name", "profiled_at")) if corr_df is not None else []
+    columns = _of_latest_run(rows, "table_name", "profiled_at")
+    correlations = _of_latest_run(_ops(lakehouse, "profile_correlations") or [], "table_name", "profiled_at")
     profiles = []
     for table in sorted({c["table_name"] for c in columns}):
         mine = [c for c in columns if c["table_name"] == table]
@@ -264,11 +317,11 @@ def _profiles(lakehouse: Lakehouse) -> list[TableProfile] | None:
 
 
 def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) -> dict[str, list[dict[str, Any]]] | None:
-    df = _ops(lakehouse, table)
-    if df is None:
+    rows = _ops(lakehouse, table)
+    if rows is None:
         return None
     found: dict[str, list[dict[str, Any]]] = {}
-    for row in _rows(_of_latest_run(df, "model_name", time_column)):
+    for row in _of_latest_run(rows, "model_name", time_column):
         found.setdefault(row["model_name"], []).append(row)
     return found
 
@@ -288,8 +341,8 @@ def _mlflow_client(lakehouse: Lakehouse, tracking_uri: str | None) -> Any:
 def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelReport]:
     promotions = _ops(lakehouse, "model_promotions")
     scoring = _ops(lakehouse, "scoring_runs")
-    promotion_rows = _rows(promotions.orderBy("moved_at")) if promotions is not None else None
-    scoring_rows = _rows(_of_latest_run(scoring, "model_name", "scored_at")) if scoring is not None else []
+    promotion_rows = None if promotions is None else sorted(promotions, key=lambda r: r.get("moved_at") or datetime.min)
+    scoring_rows = _of_latest_run(scoring, "model_name", "scored_at") if scoring is not None else []
     try:
         client = _mlflow_client(lakehouse, config.storage.tracking_uri)
         state, reason = "not_trained", "not trained yet: nothing is tracked in this lakehouse's MLflow"
