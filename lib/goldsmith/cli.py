@@ -235,13 +235,13 @@ def _print_models(ctx: RunContext) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from goldsmith.config import load_pipeline
     from goldsmith.jobs.pipeline import open_lakehouse, session_for
-    from goldsmith.report import write_report
+    from goldsmith.report import Tables, write_report
 
     config = load_pipeline(args.pipeline, args.overrides, args.env)
     output = args.output or Path(config.storage.root) / "_reports" / f"{config.name}.html"
-    spark = session_for(config)
-    lakehouse = open_lakehouse(spark, config)
-    path = write_report(spark, lakehouse, config, output)
+    # A local lakehouse is read without Spark; a catalog or an object store starts it.
+    tables = Tables.of_config(config, lambda: open_lakehouse(session_for(config), config, attach=False))
+    path = write_report(None, tables, config, output)
     print(f"Report of pipeline '{config.name}': {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.check:
         from goldsmith.report.browser import check_render

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from goldsmith.errors import DeltaLogUnsupported
 from goldsmith.io.delta_log import read_rows, row_count, snapshot
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import OpsLog
+from goldsmith.io.ops import SCHEMAS, OpsLog, column_names
 from goldsmith.ml.registry import local_moves, spark_moves
 
 T0 = datetime(2024, 5, 1, 8, 0, 0)
@@ -110,3 +111,10 @@ def test_the_ops_log_reads_local_tables_as_spark_does(spark: SparkSession, tmp_p
     by_spark = OpsLog(lakehouse)._spark_rows("refined_batches", columns)
     assert sorted(local, key=str) == sorted(by_spark, key=str)
     assert sorted(r["refined_at"] for r in local) == [T0 + timedelta(minutes=i) for i in range(3)]
+
+
+def test_ops_column_names_are_the_ddl_s(spark: SparkSession) -> None:
+    for table, ddl in SCHEMAS.items():
+        schema = StructType.fromDDL(ddl)
+        assert isinstance(schema, StructType)
+        assert column_names(table) == schema.fieldNames(), table

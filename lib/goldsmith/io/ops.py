@@ -253,6 +253,20 @@ class OpsLog:
         return max(rows, key=lambda r: r.get(time_column) or oldest)
 
 
+def column_names(table: str) -> list[str]:
+    """The top-level column names of `ops.<table>` (`SCHEMAS`), read from the DDL without Spark."""
+    ddl, names, depth, start = SCHEMAS[table] + ",", [], 0, 0
+    for i, char in enumerate(ddl):
+        if char in "<(":
+            depth += 1
+        elif char in ">)":
+            depth -= 1
+        elif char == "," and depth == 0:
+            names.append(ddl[start:i].split()[0].strip("`"))
+            start = i + 1
+    return names
+
+
 def file_identity(path: str, size: int, modified_ms: int) -> tuple[str, int, int]:
     """What identifies a landing file of a source: its name within the source's folder, its size and its
     modification time as the storage reports it. Not its full path: the same files reached through another path

@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyspark.sql.types import StructType
-
 from goldsmith.config.models import ModelSpec, PipelineConfig
 from goldsmith.errors import DeltaLogUnsupported, GoldsmithError, SchemaMismatch, message_line
 from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import SCHEMAS, now
+from goldsmith.io.ops import column_names, now
+from goldsmith.io.paths import local_folder
 from goldsmith.io.tables import TableRef
 
 log = logging.getLogger(__name__)
@@ -117,9 +116,46 @@ class ReportData:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
+@dataclass
+class Tables:
+    """The tables a report reads. Under a local root they are read from their Delta logs without Spark (a
+    report of a local lakehouse starts no JVM); a catalog's or an object store's tables, or one the pure reader
+    refuses, through the lakehouse, opened (Spark started) on first need."""
+
+    root: str  # as `Lakehouse` qualifies it (file:/... for a local folder)
+    folder: str | None  # the local folder of the root; None for a catalog or an object store
+    opener: Callable[[], Lakehouse]
+    _opened: Lakehouse | None = None
+
+    @classmethod
+    def of(cls, lakehouse: Lakehouse) -> Tables:
+        """An open lakehouse's tables (local ones still read without Spark jobs)."""
+        folder = None if lakehouse.catalog else local_folder(lakehouse.root)
+        return cls(lakehouse.root, folder, lambda: lakehouse, lakehouse)
+
+    @classmethod
+    def of_config(cls, config: PipelineConfig, opener: Callable[[], Lakehouse]) -> Tables:
+        """The pipeline's tables; `opener` opens its lakehouse, called only if Spark is needed."""
+        folder = None if config.storage.catalog else local_folder(config.storage.root)
+        if folder is None:
+            return cls.of(opener())
+        return cls(f"file:{folder}", folder, opener)
+
+    @property
+    def lakehouse(self) -> Lakehouse:
+        if self._opened is None:
+            self._opened = self.opener()
+        return self._opened
+
+    def local(self, layer: str, table: str) -> str | None:
+        """The table's local folder, None when it must be read through Spark."""
+        return None if self.folder is None else f"{self.folder}/{layer}/{table}"
+
+
+def collect_report(source: Lakehouse | Tables, config: PipelineConfig) -> ReportData:
     """Gather the report's data; a missing ops table or registry leaves its part empty, never raises."""
     errors: dict[str, str] = {}
+    lakehouse = source if isinstance(source, Tables) else Tables.of(source)
 
     def guarded(section: str, read: Callable[[], T], empty: T) -> T:
         # A table that cannot be read (an unexpected schema, a corrupt log) costs the reader its section only.
@@ -147,7 +183,7 @@ def collect_report(lakehouse: Lakehouse, config: PipelineConfig) -> ReportData:
     )
 
 
-def _ops(lakehouse: Lakehouse, table: str) -> list[dict[str, Any]] | None:
+def _ops(lakehouse: Tables, table: str) -> list[dict[str, Any]] | None:
     """Every row of `ops.<table>` (small by design), None when the table does not exist.
 
     A local lakehouse's tables are read from their Delta logs with pyarrow (milliseconds, no Spark job); a
@@ -155,9 +191,10 @@ def _ops(lakehouse: Lakehouse, table: str) -> list[dict[str, Any]] | None:
     rows: list[dict[str, Any]] | None = None
     columns: list[str] = []
     read = False
-    if not lakehouse.catalog:
+    local = lakehouse.local("ops", table)
+    if local is not None:
         try:
-            found = delta_log.read_table(lakehouse.path("ops", table))
+            found = delta_log.read_table(local)
         except DeltaLogUnsupported:
             pass
         else:
@@ -165,16 +202,14 @@ def _ops(lakehouse: Lakehouse, table: str) -> list[dict[str, Any]] | None:
             if found is not None:
                 columns = found.column_names
                 rows = [_naive_times(row) for row in found.to_pylist(maps_as_pydicts="strict")]
-    if not read and lakehouse.exists("ops", table):
-        df = lakehouse.read("ops", table)
+    if not read and lakehouse.lakehouse.exists("ops", table):
+        df = lakehouse.lakehouse.read("ops", table)
         columns, rows = df.columns, [r.asDict(recursive=True) for r in df.collect()]
     if rows is None:
         return None
     # A table of another shape under the name (not written by goldsmith) is refused in words; a column added
     # to the schema after an older goldsmith wrote the table reads as None.
-    schema = StructType.fromDDL(SCHEMAS[table])
-    assert isinstance(schema, StructType)
-    expected = schema.fieldNames()
+    expected = column_names(table)
     missing = [c for c in expected if c not in columns]
     if len(missing) == len(expected) or any(c in missing for c in ("run_id", "model_name", "table_name")
                                             if c in expected):
@@ -205,11 +240,11 @@ def _of_latest_run(rows: list[dict[str, Any]], group: str, time_column: str) -> 
     return [r for r in rows if r.get("run_id") == latest[r.get(group)]]
 
 
-def _latest_run(lakehouse: Lakehouse) -> dict[str, Any] | None:
+def _latest_run(lakehouse: Tables) -> dict[str, Any] | None:
     return _newest(_ops(lakehouse, "run_log") or [], "started_at")
 
 
-def _ledger(lakehouse: Lakehouse) -> list[dict[str, Any]] | None:
+def _ledger(lakehouse: Tables) -> list[dict[str, Any]] | None:
     """The latest `ops.quality_metrics` row per (stage, table); a run that skipped the table (it had nothing new)
     does not hide the run that last did the work."""
     rows = _ops(lakehouse, "quality_metrics")
@@ -229,21 +264,22 @@ def _ledger_rank(row: dict[str, Any]) -> tuple[bool, datetime]:
     return row.get("status") != "skipped", row.get("recorded_at") or datetime.min
 
 
-def _count(lakehouse: Lakehouse, name: str) -> int | None:
+def _count(lakehouse: Tables, name: str) -> int | None:
     """Row count of `layer.table` (from its Delta log's statistics), None when it does not exist."""
     ref = TableRef.parse(name)
-    if not lakehouse.catalog:
+    local = lakehouse.local(ref.layer, ref.table)
+    if local is not None:
         try:
-            return delta_log.row_count(lakehouse.path(ref.layer, ref.table))
+            return delta_log.row_count(local)
         except DeltaLogUnsupported:
             pass
-    if not lakehouse.exists(ref.layer, ref.table):
+    if not lakehouse.lakehouse.exists(ref.layer, ref.table):
         return None
-    return int(lakehouse.read(ref.layer, ref.table).count())
+    return int(lakehouse.lakehouse.read(ref.layer, ref.table).count())
 
 
 def _lineage(
-    lakehouse: Lakehouse, config: PipelineConfig, ledger: list[dict[str, Any]] | None, models: list[ModelReport]
+    lakehouse: Tables, config: PipelineConfig, ledger: list[dict[str, Any]] | None, models: list[ModelReport]
 ) -> list[LineageNode]:
     metrics = {(r["stage"], r["table_name"]): r for r in ledger or []}
     gold_inputs = _gold_inputs(lakehouse)
@@ -283,7 +319,7 @@ def _lineage(
     return nodes
 
 
-def _gold_inputs(lakehouse: Lakehouse) -> dict[str, list[str]]:
+def _gold_inputs(lakehouse: Tables) -> dict[str, list[str]]:
     """Input tables of each gold table's latest build (from the fingerprint `features` records)."""
     builds: dict[str, list[dict[str, Any]]] = {}
     for row in _ops(lakehouse, "gold_builds") or []:
@@ -298,7 +334,7 @@ def _gold_inputs(lakehouse: Lakehouse) -> dict[str, list[str]]:
     return found
 
 
-def _profiles(lakehouse: Lakehouse) -> list[TableProfile] | None:
+def _profiles(lakehouse: Tables) -> list[TableProfile] | None:
     rows = _ops(lakehouse, "profiles")
     if rows is None:
         return None
@@ -316,7 +352,7 @@ def _profiles(lakehouse: Lakehouse) -> list[TableProfile] | None:
     return profiles
 
 
-def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) -> dict[str, list[dict[str, Any]]] | None:
+def _latest_run_per_model(lakehouse: Tables, table: str, time_column: str) -> dict[str, list[dict[str, Any]]] | None:
     rows = _ops(lakehouse, table)
     if rows is None:
         return None
@@ -326,7 +362,7 @@ def _latest_run_per_model(lakehouse: Lakehouse, table: str, time_column: str) ->
     return found
 
 
-def _mlflow_client(lakehouse: Lakehouse, tracking_uri: str | None) -> Any:
+def _mlflow_client(lakehouse: Tables, tracking_uri: str | None) -> Any:
     """An MlflowClient for the lakehouse, or None when nothing was ever tracked there (a report must not create
     the tracking database as a side effect)."""
     from goldsmith.ml.tracking import local_path, open_client
@@ -338,7 +374,7 @@ def _mlflow_client(lakehouse: Lakehouse, tracking_uri: str | None) -> Any:
     return open_client(lakehouse.root, tracking_uri)
 
 
-def _collect_models(lakehouse: Lakehouse, config: PipelineConfig) -> list[ModelReport]:
+def _collect_models(lakehouse: Tables, config: PipelineConfig) -> list[ModelReport]:
     promotions = _ops(lakehouse, "model_promotions")
     scoring = _ops(lakehouse, "scoring_runs")
     promotion_rows = None if promotions is None else sorted(promotions, key=lambda r: r.get("moved_at") or datetime.min)
