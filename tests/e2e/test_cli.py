@@ -136,7 +136,9 @@ def test_models_cli_rollback_then_rescore_restores_predictions(
     v1 = reader.row(checksum, root)
     assert (v1["lo"], v1["hi"]) == (1, 1)
 
-    other = ("--set", "models.flight_delay.trainer={backend: spark-ml, algorithm: logistic_regression}",
+    # Another model (one sklearn candidate, stronger regularisation) with the gates open: v2 becomes champion.
+    other = ("--set", "models.flight_delay.trainer={backend: sklearn-udf, algorithm: logistic_regression, "
+             "params: {C: 0.01}}",
              "--set", "models.flight_delay.gates.min_improvement=-1",
              "--set", "models.flight_delay.gates.min_metrics={}", "--set", "models.flight_delay.bias.gates={}")
     second = run_in_process(spark, base[1], *base[2:], *other, "--stages", "train,score")

@@ -89,8 +89,9 @@ def test_cluster_run_equals_local_run(
     on_cluster = run(
         *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",
         "--stages", "ingest,refine,features,train,score", "--set", f"vars.landing={landing}",
-        # 11,226 flights: the overlay's 64 shuffle partitions would be 64 near-empty tasks per shuffle.
-        "--set", "spark.conf.spark.sql.shuffle.partitions=4",
+        # 11,226 flights on two 1-core executors: the overlay's 64 shuffle partitions would be 64 near-empty
+        # tasks per shuffle.
+        "--set", "spark.conf.spark.sql.shuffle.partitions=2",
         env=env, timeout=1500,
     )
     assert on_cluster.returncode == 0, (on_cluster.stdout + on_cluster.stderr)[-3000:]

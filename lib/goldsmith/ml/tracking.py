@@ -59,6 +59,41 @@ def tracking_for(root: str, uri: str | None = None) -> Tracking:
     return Tracking(f"sqlite:///{mlflow_dir / 'mlflow.db'}", (mlflow_dir / "artifacts").as_uri())
 
 
+def _seed_database(database: Path, artifact_root: str) -> None:
+    """Give a new lakehouse its MLflow database as a copy of an empty one made by this MLflow version (kept in
+    goldsmith's cache), instead of letting MLflow create it by running its schema migrations: 1.7 s -> 0.03 s
+    per new lakehouse on the 2-core machine. The copy's Default experiment keeps its artifacts under `artifact_root`.
+    Another process creating the database meanwhile wins: an existing database is never replaced."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from goldsmith.jvm import cache_dir
+
+    template = cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent) as scratch:
+            made = Path(scratch) / "mlflow.db"
+            store = SqlAlchemyStore(f"sqlite:///{made}", Path(scratch).as_uri())
+            store.engine.dispose()
+            os.replace(made, template)
+    partial = database.with_name(f".{database.name}.{os.getpid()}.partial")
+    try:
+        shutil.copyfile(template, partial)
+        with sqlite3.connect(partial) as db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (f"{artifact_root}/0",))
+        db.close()
+        os.link(partial, database)  # fails, leaving it alone, when the database appeared meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def activate(tracking: Tracking) -> Any:
     """Point MLflow (tracking and registry) at `tracking`; return an MlflowClient."""
     import logging as _logging
@@ -77,6 +112,10 @@ def activate(tracking: Tracking) -> Any:
     # MLflow 3 also exports the URIs it is given as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; those variables
     # are the user's way to override goldsmith's default, so they are put back as they were: a second lakehouse
     # opened in the same process (a notebook, a test suite) gets its own database, not the first one's.
+    if tracking.uri.startswith("sqlite:///") and tracking.artifact_root is not None:
+        database = Path(tracking.uri.removeprefix("sqlite:///"))
+        if not database.exists():
+            _seed_database(database, tracking.artifact_root)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     try:
         mlflow.set_tracking_uri(tracking.uri)
