@@ -36,8 +36,8 @@ fi
 profile="${1:-demo}"
 case "$profile" in
   demo) extras=(spark examples) ;;
-  bench) extras=(spark examples bench) ;;
-  test) extras=(spark examples dev bench torch) ;;
+  bench) extras=(spark examples bench sql) ;;
+  test) extras=(spark examples dev bench torch sql) ;;
   *) echo "goldsmith set-up: unknown profile '$profile' (demo, test or bench)" >&2; exit 2 ;;
 esac
 

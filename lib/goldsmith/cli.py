@@ -97,6 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow statements that write or change the catalog (default: refused)")
     serve.add_argument("--refresh-seconds", type=float, default=10.0,
                        help="how often tables created by pipelines are picked up (default 10)")
+    serve.add_argument("--users", default=None, metavar="FILE",
+                       help="the users file (default: <root>/_sql/users.json, made by `serve-sql users add`)")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="no login (loopback only): everyone reads what --open-grant names")
+    serve.add_argument("--open-grant", action="append", default=None, metavar="GRANT",
+                       help="with --no-auth, what everyone may read (repeatable; default: gold)")
+    serve.add_argument("--tls-keystore", default=None, metavar="FILE",
+                       help="serve JDBC over TLS with this keystore (its password in $GOLDSMITH_SQL_KEYSTORE_PASSWORD)")
+    serve.add_argument("--query-timeout", type=int, default=300, metavar="SECONDS",
+                       help="cancel a statement after this long (default 300; 0: never)")
+    serve.add_argument("--max-sessions", type=int, default=32, metavar="N",
+                       help="connections served at once (default 32)")
+    serve_sub = serve.add_subparsers(dest="serve_command", required=False, metavar="users")
+    users = serve_sub.add_parser("users", help="add, remove, list the users of the SQL server and their grants")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    for action, text in (("add", "add a user, or set a user's password (read from a prompt or stdin)"),
+                         ("remove", "remove a user"), ("list", "list users and their grants"),
+                         ("grant", "give a user more layers or tables"), ("revoke", "take grants back")):
+        cmd = users_sub.add_parser(action, help=text)
+        if action != "list":
+            cmd.add_argument("name", help="the user name")
+        if action in ("add", "grant", "revoke"):
+            cmd.add_argument("grants", nargs="*" if action == "add" else "+", metavar="GRANT",
+                             help="layer (its tables but quarantine), layer.* (all its tables) or layer.table"
+                                  + (" (default: gold)" if action == "add" else ""))
+        cmd.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
+        cmd.add_argument("--users", default=None, metavar="FILE",
+                         help="the users file (default: <root>/_sql/users.json)")
 
     models = sub.add_parser("models", help="list registered model versions, promote one, roll back the champion")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -284,10 +312,56 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_sql(args: argparse.Namespace) -> int:
-    from goldsmith.serve import serve_sql
+    if args.serve_command == "users":
+        return cmd_sql_users(args)
+    from goldsmith.serve import ServeOptions, serve_sql
 
     root = storage_root(args.root)
-    return serve_sql(root, args.port, args.host, args.writable, args.refresh_seconds)
+    options = ServeOptions(
+        port=args.port, host=args.host, writable=args.writable, refresh_seconds=args.refresh_seconds,
+        auth=not args.no_auth, users=args.users, open_grants=tuple(args.open_grant or ("gold",)),
+        tls_keystore=args.tls_keystore, query_timeout=args.query_timeout, max_sessions=args.max_sessions,
+    )
+    return serve_sql(root, options)
+
+
+def cmd_sql_users(args: argparse.Namespace) -> int:
+    from goldsmith import sql_users
+
+    path = sql_users.users_file(storage_root(args.root), args.users)
+    action = args.users_command
+    if action == "list":
+        for name, user in sorted(sql_users.load(path).items()):
+            print(f"{name:<24} {', '.join(user.get('grants', []))}")
+        return 0
+    if action == "add":
+        password = _read_password(args.name)
+        sql_users.add_user(path, args.name, password, args.grants)
+        grants = sql_users.load(path)[args.name]["grants"]
+        print(f"user {args.name} may read {', '.join(grants)} ({path})")
+        return 0
+    if action == "remove":
+        if not sql_users.remove_user(path, args.name):
+            print(f"goldsmith: error: no user {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        print(f"user {args.name} removed ({path})")
+        return 0
+    add, remove = (args.grants, []) if action == "grant" else ([], args.grants)
+    grants = sql_users.change_grants(path, args.name, add, remove)
+    print(f"user {args.name} may read {', '.join(grants) or 'nothing'} ({path})")
+    return 0
+
+
+def _read_password(name: str) -> str:
+    """The new password: typed twice at a prompt, or the first line of stdin (never from the command line)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise ConfigError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -78,6 +78,12 @@ def build_session(
             # goldsmith is importable where the workers run: its daemon saves ~120 ms per Python task.
             settings.setdefault("spark.python.daemon.module", "goldsmith.spark_daemon")
         builder = builder.master(master or "local[*]")
+        if (master or "local[*]").startswith("local"):
+            # A local application serves nobody else: its driver, block manager and UI listen on loopback only
+            # (an overlay's spark.conf, or SPARK_LOCAL_IP, says otherwise).
+            settings.setdefault("spark.driver.bindAddress", "127.0.0.1")
+            settings.setdefault("spark.driver.host", "127.0.0.1")
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         all_jars = [*delta_jars(), *jars]
         if all_jars:
             settings["spark.jars"] = ",".join(all_jars)

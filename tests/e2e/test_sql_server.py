@@ -1,14 +1,18 @@
-"""`goldsmith serve-sql`: beeline reads gold tables over JDBC while a pipeline writes the same lakehouse; every kind
-of write through the read-only endpoint is refused and changes nothing; `--writable` allows them; SIGTERM stops
-the server cleanly."""
+"""`goldsmith serve-sql`: beeline logs in as a user of the users file and reads the gold tables over JDBC while a
+pipeline writes the same lakehouse; wrong credentials are refused alike; every kind of write, every way out of the
+lakehouse (files by path, JVM calls, the server's settings) and every table not granted is refused in one line and
+audited; grants change without a restart; `--writable` allows writes; SIGTERM stops the server cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from goldsmith.examples import write_landing
+from goldsmith.sql_users import add_user
 
 from .conftest import (
     BIN,
@@ -27,7 +32,7 @@ from .conftest import (
     listening,
     run,
     run_in_process,
-    start_goldsmith,
+    start,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,15 +56,122 @@ WRITES = {
 }
 
 
-def beeline(port: int, *statements: str) -> subprocess.CompletedProcess[str]:
-    """One beeline process for all `statements` (a script file), going on after a failed one (`--force`)."""
+# Each way out of the lakehouse a client tried, and what the refusal says.
+BYPASSES = {
+    "select * from text.`/etc/passwd`": "reading files by path is not allowed",
+    "select count(*) from csv.`{landing}/flights/flights.csv`": "reading files by path is not allowed",
+    "select count(*) from delta.`{other}/gold/flight_features`": "reading files by path is not allowed",
+    "with t as (select * from parquet.`{other}/gold/flight_features`) select count(*) from t":
+        "reading files by path is not allowed",
+    "select reflect('java.lang.System', 'getProperty', 'user.home')": "reflect calls into the server's JVM",
+    "select java_method('java.lang.System', 'exit', 0)": "java_method calls into the server's JVM",
+    "select try_reflect('java.io.File', 'createTempFile', 'x', 'y')": "try_reflect calls into the server's JVM",
+    "set spark.sql.runSQLOnFiles=true": "SET spark.sql.runSQLOnFiles is not allowed",
+    "select count(*) from ops.run_log": "user alice may not read ops.run_log",
+    "select count(*) from silver.flights_quarantine": "user alice may not read silver.flights_quarantine",
+    "select (select count(*) from ops.quality_metrics) as n": "user alice may not read ops.quality_metrics",
+    "describe table ops.run_log": "user alice may not read ops.run_log",
+    "cache table gold.flight_features": "read-only: CacheTable",
+    "create view gold.v as select 1 as x": "read-only: CreateViewCommand",
+    "insert overwrite directory '/tmp/goldsmith-out' using csv select 1": "read-only: InsertIntoDataSourceDir",
+    "optimize gold.flight_features": "read-only: OptimizeTableCommand",
+}
+USERS = {"alice": ("alice-secret", ["gold", "silver"]), "auditor": ("sécret-ünïcode", ["gold", "silver.*", "ops"])}
+
+
+def beeline(port: int, *statements: str, user: str | None = "alice", password: str | None = None, url: str = "",
+            ) -> subprocess.CompletedProcess[str]:
+    """One beeline process for all `statements` (a script file), going on after a failed one (`--force`), logged
+    in as `user` with its password in `USERS` (or `password`; user None: no credentials at all)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write("".join(f"{s};\n" for s in statements))
+    secret = password if password is not None else USERS.get(user or "", ("", []))[0]
+    login = ["-n", user, "-p", secret] if user else []
     try:
-        return run(str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}", "--silent=true", "--force=true",
-                   "--outputformat=csv2", "-f", script.name, timeout=300)
+        return run(str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/{url}", *login, "--silent=true",
+                   "--force=true", "--outputformat=csv2", "-f", script.name, timeout=300)
     finally:
         os.unlink(script.name)
+
+
+COUNT = "select count(*) as n from gold.flight_features"
+
+
+class Clients:
+    """`n` JDBC clients (PyHive, a connection each, in threads) counting the gold table as alice, a query a
+    second, each at least twice, until `stop`; `stop` returns the counts they saw and raises on any failed query.
+    (A count is answered from the Delta log: the load here is the server's sessions, not the scans.)"""
+
+    def __init__(self, port: int, n: int) -> None:
+        self.done = threading.Event()
+        self.seen: set[int] = set()
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(port,)) for _ in range(n)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, port: int) -> None:
+        from pyhive import hive
+
+        try:
+            conn = hive.connect("127.0.0.1", port=port, username="alice", password=USERS["alice"][0],
+                                auth="CUSTOM")
+            cursor, queries = conn.cursor(), 0
+            while queries < 2 or not self.done.is_set():
+                cursor.execute(COUNT)
+                (n,), = cursor.fetchall()
+                self.seen.add(int(n))
+                queries += 1
+                self.done.wait(1.0)
+            conn.close()
+        except Exception as exc:
+            self.failures.append(repr(exc))
+
+    def stop(self) -> set[int]:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=300)
+        assert not self.failures, self.failures[:3]
+        return self.seen
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The local addresses the process `pid` and its children (the server's JVM) listen on, as hex from
+    /proc/net/tcp{,6}: 0100007F is 127.0.0.1, 00000000 any address."""
+    pids = {pid} | {int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _parent(d) == pid}
+    inodes = set()
+    for one in pids:
+        for fd in Path(f"/proc/{one}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                found.add(fields[1].split(":")[0])
+    return found
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def users_file(root: Path) -> Path:
+    path = root / "_sql" / "users.json"
+    for name, (password, grants) in USERS.items():
+        add_user(path, name, password, grants)
+    return path
 
 
 # What beeline writes around the rows of a script: the prompts it echoes, and a `null` (padded with spaces, or
@@ -73,11 +185,12 @@ def csv_rows(output: str) -> list[list[str]]:
     return [line.split(",") for line in lines if line and not line.startswith(("WARNING", "SLF4J"))]
 
 
-def serve(root: Path, log: Path, *extra: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def serve(root: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
+          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """`goldsmith serve-sql` on a free port, until SIGTERM."""
     port = free_port()
-    server = start_goldsmith("serve-sql", "--root", str(root), "--port", str(port), "--refresh-seconds", "1",
-                             *extra, log=log)
+    server = start(str(BIN / "goldsmith"), "serve-sql", "--root", str(root), "--port", str(port),
+                   "--refresh-seconds", "1", *extra, log=log, env=env)
     try:
         deadline = time.monotonic() + 180
         while not listening(port):
@@ -90,10 +203,37 @@ def serve(root: Path, log: Path, *extra: str) -> Iterator[tuple[int, subprocess.
         server.wait(timeout=120)
 
 
+def keystores(folder: Path) -> tuple[Path, Path, Path]:
+    """A self-signed certificate for 127.0.0.1 in a keystore, a trust store that trusts it, and a trust store
+    that trusts another certificate (made by `keytool`)."""
+    keytool = shutil.which("keytool")
+    assert keytool, "keytool (JDK) is needed for the TLS test"
+    made = []
+    for name in ("server", "other"):
+        store = folder / f"{name}.jks"
+        for args in (
+            ["-genkeypair", "-alias", name, "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
+             "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1", "-keystore", str(store),
+             "-storepass", KEY_PASSWORD, "-keypass", KEY_PASSWORD, "-storetype", "JKS"],
+            ["-exportcert", "-alias", name, "-keystore", str(store), "-storepass", KEY_PASSWORD,
+             "-file", str(folder / f"{name}.crt")],
+            ["-importcert", "-noprompt", "-alias", name, "-file", str(folder / f"{name}.crt"),
+             "-keystore", str(folder / f"{name}-trust.jks"), "-storepass", TRUST_PASSWORD, "-storetype", "JKS"],
+        ):
+            done = subprocess.run([keytool, *args], capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stderr
+        made.append(store)
+    return made[0], folder / "server-trust.jks", folder / "other-trust.jks"
+
+
+KEY_PASSWORD, TRUST_PASSWORD = "server-store-pw", "client-trust-pw"
+
+
 def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     flights_lake: FirstRun, landing: Path, reader: Reader, tmp_path: Path,
 ) -> None:
     root, log = tmp_path / "lake", tmp_path / "serve-sql.log"
+    users = users_file(root)
     served = serve(root, log)
     port, server = next(served)
     try:
@@ -120,10 +260,15 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         more = tmp_path / "more-flights"
         more.mkdir()
         (more / "flights_next.csv").write_text("\n".join([lines[0], *lines[2:22]]) + "\n")
+        # 20 clients query the gold table while the pipeline writes it: none fails, and each sees the table as
+        # it was before the write or after it, never between (the long version: scripts/sql_load.py).
+        clients = Clients(port, 20)
         run_in_process(reader.spark, "conf/pipelines/flights.yml", "--stages", "ingest,refine,features",
                        "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
                        "--set", f"sources.flights.path={more}")
+        seen = clients.stop()
         after = reader.row(CHECKSUM, root)
+        assert seen <= {expected["n"], after["n"]}, seen
         assert after["n"] == FLIGHTS + 20
         rows = beeline(port, CHECKSUM, "select flight_id, carrier, origin from gold.flight_features "
                                        "order by flight_id limit 3")
@@ -133,12 +278,47 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
 
         versions = {t: reader.version(t, root) for t in ("gold.flight_features", "silver.airlines")}
         assert versions["gold.flight_features"] != 0  # the pipeline wrote it: RESTORE would change it
-        refused = beeline(port, *WRITES)
+        bypasses = [b.format(landing=landing, other=flights_lake.root) for b in BYPASSES]
+        refused = beeline(port, *WRITES, *bypasses, "show tables in silver", "show tables in ops")
         said = refused.stdout + refused.stderr
-        # One error per statement, in order, each naming the plan it refused.
-        plans = re.findall(r"^Error: .*goldsmith serve-sql is read-only: (\w+) would change", said, re.M)
-        assert plans == list(WRITES.values()), said[-3000:]
+        # One error per statement, in order, each one line naming what it refused; no stack trace.
+        errors = re.findall(r"^Error: (.*)$", said, re.M)
+        assert len(errors) == len(WRITES) + len(BYPASSES), said[-3000:]
+        plans = [re.search(r"goldsmith serve-sql is read-only: (\w+) would change", e) for e in errors[:len(WRITES)]]
+        assert [m.group(1) if m else None for m in plans] == list(WRITES.values()), said[-3000:]
+        for error, expected in zip(errors[len(WRITES):], BYPASSES.values(), strict=True):
+            assert expected in error, (expected, error)
+        assert "\tat " not in said and "Caused by" not in said, said[-3000:]
+        # SHOW TABLES lists what alice may read: silver's tables without the quarantine ones, nothing of ops.
+        listed = [r for r in csv_rows(refused.stdout) if len(r) == 3 and r[0] in ("silver", "ops")]
+        assert {r[1] for r in listed} == {"airlines", "airports", "flights", "planes", "weather"}, listed
         assert {t: reader.version(t, root) for t in versions} == versions
+        assert listening(port), "a statement stopped the server"
+        # The server's JVM (Thrift port, Spark driver, block manager, UI) listens on loopback only.
+        addresses = listening_addresses(server.pid)
+        assert addresses and addresses <= LOOPBACK, addresses
+
+        # Wrong credentials get one answer, whoever is asked; a grant added with the CLI works at once.
+        answers = set()
+        for user, password in (("alice", "wrong"), ("mallory", "alice-secret"), (None, None)):
+            denied = beeline(port, "select 1", user=user, password=password)
+            said = denied.stdout + denied.stderr
+            answers |= set(re.findall(r"Peer indicated failure: (.*?) \(state", said))
+            assert "Error validating the login" in said and "1\n" not in denied.stdout, said[-3000:]
+        assert answers == {"Error validating the login"}  # the same answer, whatever was wrong
+        granted = run(str(BIN / "goldsmith"), "serve-sql", "users", "grant", "alice", "silver.*", "--root", str(root))
+        assert granted.returncode == 0 and "silver.*" in granted.stdout, granted.stderr
+        now = beeline(port, "select count(*) as n from silver.flights_quarantine")
+        quarantined = reader.row("select count(*) as n from silver.flights_quarantine", root)["n"]
+        assert csv_rows(now.stdout) == [["n"], [str(quarantined)]], (now.stdout + now.stderr)[-3000:]
+        # A password beyond ASCII (hashed by Python, checked by the JVM), from a Python client.
+        from pyhive import hive
+
+        with hive.connect("127.0.0.1", port=port, username="auditor", password=USERS["auditor"][0],
+                          auth="CUSTOM") as auditor:
+            cursor = auditor.cursor()
+            cursor.execute("select count(*) from ops.run_log")
+            assert cursor.fetchall()[0][0] >= 1
         assert reader.row("select count(*) as n from silver.airlines where airline_name = 'x'", root) == {"n": 0}
         assert reader.row("select count(*) as n from silver.airlines", root) == {"n": 16}
         assert not (root / "gold" / "copy").exists()
@@ -146,19 +326,45 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         next(served, None)
     err = log.read_text()
     assert server.returncode == 0, err[-3000:]
-    assert "serving" in err and "read-only" in err and "stopping the SQL server" in err
+    assert "serving" in err and "read-only" in err and f"users of {users}" in err and "stopping the SQL server" in err
+    assert "\tat " not in err  # refusals are audited, not logged with stack traces
     assert not listening(port)
+    lines = [json.loads(line) for line in (root / "_sql" / "audit.jsonl").read_text().splitlines()]
+    logins = [x for x in lines if x["event"] == "login"]
+    assert [x["allowed"] for x in logins] == [False, False, False] and {x["user"] for x in logins} >= {"alice"}
+    refusals = [x for x in lines if x["event"] == "statement" and not x["allowed"]]
+    assert len(refusals) == len(WRITES) + len(BYPASSES) and {x["user"] for x in refusals} == {"alice"}
+    assert all(x["statement"] and x["reason"].startswith("goldsmith serve-sql") for x in refusals)
+    ran = [x for x in lines if x["event"] == "statement" and x["allowed"] and x["statement"] == CHECKSUM]
+    assert ran and all(x["user"] == "alice" and x["rows"] == 1 and x["duration_ms"] >= 0 for x in ran), ran
+    assert all(x["client"] == "127.0.0.1" for x in lines if x["event"] == "statement")
+    # The server copied the log into ops.sql_audit in batches, the last one as it stopped.
+    copied = reader.row("select count(*) as n, count_if(not allowed) as refused from ops.sql_audit", root)
+    assert copied == {"n": len(lines), "refused": len(logins) + len(refusals)}
 
 
-def test_writable_server_runs_the_writes(flights_lake: FirstRun, reader: Reader, tmp_path: Path) -> None:
+def test_writable_server_over_tls_runs_the_writes(flights_lake: FirstRun, reader: Reader, tmp_path: Path) -> None:
     root = tmp_path / "lake"
     copy_tables(flights_lake.root, root)
-    served = serve(root, tmp_path / "serve-sql.log", "--writable")
+    keystore, trusted, other = keystores(tmp_path)
+    served = serve(root, tmp_path / "serve-sql.log", "--writable", "--no-auth", "--open-grant", "silver",
+                   "--tls-keystore", str(keystore), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
     port, _ = next(served)
+    tls = f";ssl=true;sslTrustStore={trusted};trustStorePassword={TRUST_PASSWORD}"
     try:
         done = beeline(port, "update silver.airlines set airline_name = 'renamed' where carrier = 'UA'",
-                       "insert into silver.airlines select * from silver.airlines where carrier = 'AA'")
-        assert "read-only" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
+                       "insert into silver.airlines select * from silver.airlines where carrier = 'AA'",
+                       user="anyone", password="", url=tls)
+        assert "read-only" not in done.stdout + done.stderr and "Error" not in done.stdout + done.stderr, \
+            (done.stdout + done.stderr)[-3000:]
+        # A client without TLS, or one that does not trust the server's certificate, gets no answer.
+        plain = beeline(port, "select 1", user="anyone", password="")
+        untrusted = beeline(port, "select 1", user="anyone", password="",
+                            url=f";ssl=true;sslTrustStore={other};trustStorePassword={TRUST_PASSWORD}")
+        for refused in (plain, untrusted):
+            said = refused.stdout + refused.stderr
+            assert "Could not open" in said and "Error" in said, said[-3000:]
+        assert "PKIX" in untrusted.stdout + untrusted.stderr or "certificate" in untrusted.stdout + untrusted.stderr
     finally:
         next(served, None)
     got = reader.row("select count(*) as n, count_if(airline_name = 'renamed') as renamed from silver.airlines",

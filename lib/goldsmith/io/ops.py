@@ -83,6 +83,12 @@ SCHEMAS: dict[str, str] = {
         "threshold DOUBLE, breached BOOLEAN, baseline_rows BIGINT, window_rows BIGINT, inputs STRING, "
         "checked_at TIMESTAMP"
     ),
+    # Every statement a client of `goldsmith serve-sql` sent, and every refused login (copied in batches from
+    # the server's JSON-lines log, `<root>/_sql/audit.jsonl`).
+    "sql_audit": (
+        "event STRING, user STRING, client STRING, statement_id STRING, statement STRING, allowed BOOLEAN, "
+        "reason STRING, rows BIGINT, duration_ms BIGINT, at TIMESTAMP"
+    ),
     "run_log": (
         "run_id STRING, pipeline STRING, stages STRING, status STRING, message STRING, "
         "started_at TIMESTAMP, finished_at TIMESTAMP, duration_seconds DOUBLE"
