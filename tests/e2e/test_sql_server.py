@@ -340,7 +340,9 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     assert not listening(port)
     lines = [json.loads(line) for line in (root / "_sql" / "audit.jsonl").read_text().splitlines()]
     logins = [x for x in lines if x["event"] == "login"]
-    assert [x["allowed"] for x in logins] == [False] * 4 and {x["user"] for x in logins} >= {"alice", "mallory"}
+    # (An empty password is refused by Hive's PLAIN check before the password check sees it: not audited.)
+    assert [x["allowed"] for x in logins] == [False] * 3
+    assert {x["user"] for x in logins} == {"alice", "mallory", "anonymous"}
     refusals = [x for x in lines if x["event"] == "statement" and not x["allowed"]]
     assert len(refusals) == len(WRITES) + len(BYPASSES) and {x["user"] for x in refusals} == {"alice"}
     assert all(x["statement"] and x["reason"].startswith("goldsmith serve-sql") for x in refusals)
