@@ -75,7 +75,7 @@ def build(work: Path, every: int) -> tuple[Path, Path, list[Path]]:
     return root, landing, extra
 
 
-def client(port: int, password: str, deadline: float, ids: list[int], out: dict[str, Any]) -> None:
+def client(port: int, password: str, deadline: float, ids: list[str], out: dict[str, Any]) -> None:
     from pyhive import hive
 
     conn = hive.connect("127.0.0.1", port=port, username="load", password=password, auth="CUSTOM")
@@ -86,7 +86,7 @@ def client(port: int, password: str, deadline: float, ids: list[int], out: dict[
         kind = kinds[turn % 3]
         turn += 1
         sql = {"checksum": CHECKSUM, "by_carrier": BY_CARRIER,
-               "lookup": f"select * from gold.flight_features where flight_id = {random.choice(ids)}"}[kind]
+               "lookup": f"select * from gold.flight_features where flight_id = '{random.choice(ids)}'"}[kind]
         started = time.perf_counter()
         try:
             cursor.execute(sql)
@@ -129,7 +129,7 @@ def main() -> int:
             probe = hive.connect("127.0.0.1", port=port, username="load", password=password, auth="CUSTOM")
             cursor = probe.cursor()
             cursor.execute("select flight_id from gold.flight_features limit 2000")
-            ids = [int(r[0]) for r in cursor.fetchall()]
+            ids = [str(r[0]) for r in cursor.fetchall()]
             probe.close()
 
             out: dict[str, Any] = {"latency": {}, "failures": [], "seen": set()}
