@@ -51,6 +51,11 @@ def goldsmith(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
                           **kwargs)
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """`goldsmith sql --format json`'s output: one JSON object per line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -75,14 +80,14 @@ def build(work: Path, every: int) -> tuple[Path, Path, list[Path]]:
     return root, landing, extra
 
 
-def client(port: int, password: str, deadline: float, ids: list[str], out: dict[str, Any]) -> None:
+def client(port: int, password: str, stop: threading.Event, ids: list[str], out: dict[str, Any]) -> None:
     from pyhive import hive
 
     conn = hive.connect("127.0.0.1", port=port, username="load", password=password, auth="CUSTOM")
     cursor = conn.cursor()
     kinds = ("checksum", "by_carrier", "lookup")
     turn = random.randrange(3)
-    while time.monotonic() < deadline:
+    while not stop.is_set():
         kind = kinds[turn % 3]
         turn += 1
         sql = {"checksum": CHECKSUM, "by_carrier": BY_CARRIER,
@@ -133,12 +138,13 @@ def main() -> int:
             probe.close()
 
             out: dict[str, Any] = {"latency": {}, "failures": [], "seen": set()}
+            stop = threading.Event()
             start = time.monotonic()
-            end = start + args.seconds
-            threads = [threading.Thread(target=client, args=(port, password, end, ids, out))
+            threads = [threading.Thread(target=client, args=(port, password, stop, ids, out))
                        for _ in range(args.clients)]
             for thread in threads:
                 thread.start()
+            # The clients query until both writes are committed and `--seconds` have passed.
             for i, folder in enumerate(extra, 1):
                 time.sleep(max(0.0, start + args.seconds * i / 3 - time.monotonic()))
                 goldsmith("run", "conf/pipelines/flights.yml", "--stages", "ingest,refine,features",
@@ -146,6 +152,9 @@ def main() -> int:
                           "--set", f"sources.flights.path={folder}")
                 print(f"  a pipeline run appended {folder.name} at {time.monotonic() - start:.0f} s",
                       file=sys.stderr)
+            time.sleep(max(0.0, start + args.seconds - time.monotonic()))
+            stop.set()
+            elapsed = time.monotonic() - start
             for thread in threads:
                 thread.join()
         finally:
@@ -154,13 +163,12 @@ def main() -> int:
             log.close()
 
         # Every committed version of the table, read by time travel: the states a reader may have seen.
-        versions = json.loads(goldsmith(
-            "-q", "sql", "describe history gold.flight_features", "--root", str(root),
-            "--format", "json").stdout)
+        versions = json_lines(goldsmith("-q", "sql", "describe history gold.flight_features", "--root", str(root),
+                                        "--format", "json").stdout)
         valid = {}
         for row in versions:
             v = int(row["version"])
-            got = json.loads(goldsmith("-q", "sql", CHECKSUM.replace("gold.flight_features",
+            got = json_lines(goldsmith("-q", "sql", CHECKSUM.replace("gold.flight_features",
                                                                       f"gold.flight_features version as of {v}"),
                                        "--root", str(root), "--format", "json").stdout)[0]
             valid[(int(got["n"]), int(got["h"]))] = v
@@ -173,7 +181,8 @@ def main() -> int:
         "queries": sum(x["queries"] for x in latency.values()), "failures": len(out["failures"]),
         "latency": latency, "versions_seen": sorted(valid[s] for s in out["seen"] if s in valid),
         "inconsistent_states": len(inconsistent),
-        "qps": round(sum(x["queries"] for x in latency.values()) / args.seconds, 1),
+        "seconds_run": round(elapsed, 1),
+        "qps": round(sum(x["queries"] for x in latency.values()) / elapsed, 1),
     }
     print(json.dumps(result, indent=2))
     if args.json:
