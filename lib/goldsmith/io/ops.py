@@ -288,11 +288,15 @@ def _local_rows(path: str, columns: Sequence[str]) -> list[dict[str, Any]] | Non
         rows = delta_log.read_rows(path, columns)
     except DeltaLogUnsupported:
         return None
-    for row in rows or []:
-        for name, value in row.items():
-            if isinstance(value, datetime) and value.tzinfo is not None:
-                row[name] = value.astimezone(UTC).replace(tzinfo=None)
-    return rows or []
+    return [naive_times(row) for row in rows or []]
+
+
+def naive_times(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with its times as naive UTC, as goldsmith stamps them (`now()`) and as a UTC session collects them."""
+    for name, value in row.items():
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            row[name] = value.astimezone(UTC).replace(tzinfo=None)
+    return row
 
 
 def _utc(micros: int | None) -> datetime | None:

@@ -17,7 +17,7 @@ from goldsmith.config.models import ModelSpec, PipelineConfig
 from goldsmith.errors import DeltaLogUnsupported, GoldsmithError, SchemaMismatch, message_line
 from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.ops import column_names, now
+from goldsmith.io.ops import column_names, naive_times, now
 from goldsmith.io.paths import local_folder
 from goldsmith.io.tables import TableRef
 
@@ -201,7 +201,7 @@ def _ops(lakehouse: Tables, table: str) -> list[dict[str, Any]] | None:
             read = True
             if found is not None:
                 columns = found.column_names
-                rows = [_naive_times(row) for row in found.to_pylist(maps_as_pydicts="strict")]
+                rows = [naive_times(row) for row in found.to_pylist(maps_as_pydicts="strict")]
     if not read and lakehouse.lakehouse.exists("ops", table):
         df = lakehouse.lakehouse.read("ops", table)
         columns, rows = df.columns, [r.asDict(recursive=True) for r in df.collect()]
@@ -216,14 +216,6 @@ def _ops(lakehouse: Tables, table: str) -> list[dict[str, Any]] | None:
         raise SchemaMismatch(f"ops.{table} lacks the column(s) {', '.join(missing)}: it was not written by "
                              "goldsmith")
     return [{**dict.fromkeys(missing), **row} for row in rows]
-
-
-def _naive_times(row: dict[str, Any]) -> dict[str, Any]:
-    """Times as naive UTC, as goldsmith stamps them (`now()`) and as a UTC session collects them."""
-    for name, value in row.items():
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            row[name] = value.astimezone(UTC).replace(tzinfo=None)
-    return row
 
 
 def _newest(rows: list[dict[str, Any]], time_column: str) -> dict[str, Any] | None:

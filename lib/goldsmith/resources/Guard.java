@@ -173,8 +173,13 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
     }
   }
 
-  /** Throws `refusal` as a `Refused` (a checked exception, thrown through Scala's functions). */
-  static RuntimeException refuse(Refusal refusal) {
+  /**
+   * Audits `refusal` of `user`'s statement, then throws it as a `Refused` (a checked exception, thrown through
+   * Scala's functions).
+   */
+  static RuntimeException refuse(SparkSession session, String user, Refusal refusal) {
+    Audit.statement(user, Audit.client(), statementId(session), statement(session), false, refusal.getMessage(),
+        null, null);
     Guard.<RuntimeException>sneakyThrow(new Refused(refusal.getMessage()));
     return refusal;
   }
@@ -300,9 +305,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
           }
         });
       } catch (Refusal refusal) {
-        Audit.statement(user(), Audit.client(), statementId(session), statement(session), false,
-            refusal.getMessage(), null, null);
-        throw refuse(refusal);
+        throw refuse(session, user(), refusal);
       }
       if (!"ShowTables".equals(plan.getClass().getSimpleName())) {
         return plan;
@@ -381,9 +384,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
           }
         }
       } catch (Refusal refusal) {
-        Audit.statement(user, Audit.client(), statementId(session), statement(session), false,
-            refusal.getMessage(), null, null);
-        throw refuse(refusal);
+        throw refuse(session, user, refusal);
       }
       return BoxedUnit.UNIT;
     }
@@ -422,7 +423,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
           checkSet(node);
         }
         for (TableIdentifier table : tablesOf(node)) {
-          checkTable(grants, table.database().isDefined() ? table.database().get() : "default", table.table());
+          checkTable(grants, table);
         }
         return;
       }
