@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cancel a statement after this long (default 300; 0: never)")
     serve.add_argument("--max-sessions", type=int, default=32, metavar="N",
                        help="connections served at once (default 32)")
+    serve.add_argument("--max-rows", type=int, default=1_000_000, metavar="N",
+                       help="a query whose result has more rows fails with a message (default 1000000; 0: no cap)")
+    serve.add_argument("--ldap-url", default=None, metavar="URL",
+                       help="check passwords against this directory (ldap://HOST:PORT or ldaps://...); grants still "
+                            "come from the users file (gold for a user it does not list)")
+    serve.add_argument("--ldap-user-dn", default=None, metavar="PATTERN",
+                       help="the DN a user binds as, e.g. 'uid={user},ou=people,dc=example,dc=org'")
     serve_sub = serve.add_subparsers(dest="serve_command", required=False, metavar="users")
     users = serve_sub.add_parser("users", help="add, remove, list the users of the SQL server and their grants")
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
@@ -122,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("grants", nargs="*" if action == "add" else "+", metavar="GRANT",
                              help="layer (its tables but quarantine), layer.* (all its tables) or layer.table"
                                   + (" (default: gold)" if action == "add" else ""))
+        if action == "add":
+            cmd.add_argument("--no-password", action="store_true",
+                             help="no password here: the user logs in through the server's --ldap-url directory")
         cmd.add_argument("--root", default=None, help="storage root (default: $GOLDSMITH_ROOT or ./lakehouse)")
         cmd.add_argument("--users", default=None, metavar="FILE",
                          help="the users file (default: <root>/_sql/users.json)")
@@ -321,6 +331,7 @@ def cmd_serve_sql(args: argparse.Namespace) -> int:
         port=args.port, host=args.host, writable=args.writable, refresh_seconds=args.refresh_seconds,
         auth=not args.no_auth, users=args.users, open_grants=tuple(args.open_grant or ("gold",)),
         tls_keystore=args.tls_keystore, query_timeout=args.query_timeout, max_sessions=args.max_sessions,
+        max_rows=args.max_rows, ldap_url=args.ldap_url, ldap_user_dn=args.ldap_user_dn,
     )
     return serve_sql(root, options)
 
@@ -332,10 +343,11 @@ def cmd_sql_users(args: argparse.Namespace) -> int:
     action = args.users_command
     if action == "list":
         for name, user in sorted(sql_users.load(path).items()):
-            print(f"{name:<24} {', '.join(user.get('grants', []))}")
+            how = "" if user.get("password") else "  (LDAP)"
+            print(f"{name:<24} {', '.join(user.get('grants', []))}{how}")
         return 0
     if action == "add":
-        password = _read_password(args.name)
+        password = None if args.no_password else _read_password(args.name)
         sql_users.add_user(path, args.name, password, args.grants)
         grants = sql_users.load(path)[args.name]["grants"]
         print(f"user {args.name} may read {', '.join(grants)} ({path})")

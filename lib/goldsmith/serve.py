@@ -90,6 +90,9 @@ class ServeOptions:
     tls_keystore: str | None = None  # JKS or PKCS12: JDBC over TLS (password in $GOLDSMITH_SQL_KEYSTORE_PASSWORD)
     query_timeout: int = 300  # seconds a statement may run before it is cancelled (0: no limit)
     max_sessions: int = 32  # connections served at once (one server thread each)
+    max_rows: int = 1_000_000  # a result with more rows fails with a message (0: no cap)
+    ldap_url: str | None = None  # ldap:// or ldaps://: passwords are checked by binding to the directory
+    ldap_user_dn: str | None = None  # the DN a user binds as, with {user}: uid={user},ou=people,dc=example,dc=org
 
     def check(self) -> None:
         if self.tls_keystore is not None:
@@ -97,8 +100,19 @@ class ServeOptions:
                 raise ConfigError(f"serve-sql: --tls-keystore {self.tls_keystore}: no such file")
             if KEYSTORE_PASSWORD not in os.environ:
                 raise ConfigError(f"serve-sql: --tls-keystore needs the keystore's password in ${KEYSTORE_PASSWORD}")
-        if self.query_timeout < 0 or self.max_sessions < 1:
-            raise ConfigError("serve-sql: --query-timeout must be >= 0 and --max-sessions >= 1")
+        if self.query_timeout < 0 or self.max_sessions < 1 or not 0 <= self.max_rows < 2**31 - 1:
+            raise ConfigError("serve-sql: --query-timeout must be >= 0, --max-sessions >= 1 and --max-rows "
+                              "between 0 and 2147483646")
+        if (self.ldap_url is None) != (self.ldap_user_dn is None):
+            raise ConfigError("serve-sql: --ldap-url and --ldap-user-dn go together")
+        if self.ldap_url is not None:
+            if not self.ldap_url.startswith(("ldap://", "ldaps://")):
+                raise ConfigError(f"serve-sql: --ldap-url {self.ldap_url}: give ldap://HOST:PORT or ldaps://HOST:PORT")
+            if (self.ldap_user_dn or "").count("{user}") != 1:
+                raise ConfigError("serve-sql: --ldap-user-dn needs {user} once, e.g. uid={user},ou=people,"
+                                  "dc=example,dc=org")
+            if not self.auth:
+                raise ConfigError("serve-sql: --ldap-url and --no-auth contradict each other")
         if not self.auth and self.host not in LOOPBACK:
             raise ConfigError(f"serve-sql: --no-auth serves anyone who reaches the port; it is refused with "
                               f"--host {self.host} (loopback only: 127.0.0.1)")
@@ -141,7 +155,7 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
     options = options or ServeOptions()
     options.check()
     users = users_file(root, options.users) if options.auth else None
-    if users is not None and not load(users):
+    if users is not None and options.ldap_url is None and not load(users):
         raise ConfigError(f"serve-sql: no user in {users}; add one with `goldsmith serve-sql users add NAME "
                           f"--root {root}` (or serve loopback only with --no-auth)")
     if not _port_is_free(options.host, options.port):
@@ -160,9 +174,10 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
         "spark.sql.hive.thriftServer.singleSession": "false",
         # `text.`/path`` and its kind read files by path: off, and the guard keeps it off in every session.
         "spark.sql.runSQLOnFiles": "false",
-        # A statement runs on its connection's own server thread (one per connection in binary mode), which
-        # knows the client's address for the audit trail.
-        "spark.sql.hive.thriftServer.async": "false",
+        # A statement runs in the server's background pool, so a client that disconnects mid-query has its
+        # session closed and its job cancelled (the guard knows each session's address from when it opened).
+        "spark.sql.hive.thriftServer.async": "true",
+        "spark.sql.thriftServer.interruptOnCancel": "true",
         # How each allowed statement ended (rows, duration, error), for the audit trail.
         "spark.sql.queryExecutionListeners": f"{GUARD_CLASS}$Listener",
     }
@@ -190,6 +205,10 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
     system.setProperty("goldsmith.sql.auth", str(options.auth).lower())
     system.setProperty("goldsmith.sql.open_grants", ",".join(options.open_grants))
     system.setProperty("goldsmith.sql.audit", str(audit))
+    system.setProperty("goldsmith.sql.max_rows", str(options.max_rows))
+    if options.ldap_url is not None:
+        system.setProperty("goldsmith.sql.ldap.url", options.ldap_url)
+        system.setProperty("goldsmith.sql.ldap.user_dn", str(options.ldap_user_dn))
     if users is not None:
         system.setProperty("goldsmith.sql.users", str(users.resolve()))
         # Hive makes its password check from a HiveConf of its own, which reads the class from the system
@@ -220,7 +239,7 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
         log.info(
             "serving %d tables of %s on jdbc:hive2://%s:%d (%s, %s); stop with Ctrl-C or SIGTERM",
             len(tables), lakehouse.root, host, port, "read-write" if writable else "read-only",
-            f"users of {users}" if users else "no authentication",
+            f"LDAP {options.ldap_url}" if options.ldap_url else f"users of {users}" if users else "no authentication",
         )
         log.info("  try:  beeline -u jdbc:hive2://%s:%d%s -e 'show tables in gold'", host, port,
                  " -n USER -p PASSWORD" if users else "")
@@ -235,6 +254,7 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopping the SQL server")
+        spark.sparkContext.cancelAllJobs()
         server.stop()
         trail.copy()
         spark.stop()

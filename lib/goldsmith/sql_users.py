@@ -89,15 +89,17 @@ def save(path: Path, users: dict[str, Any]) -> None:
         raise
 
 
-def add_user(path: Path, name: str, password: str, grants: list[str] | None = None) -> None:
+def add_user(path: Path, name: str, password: str | None, grants: list[str] | None = None) -> None:
+    """Add `name` or set its password and grants. `password` None: a user of an LDAP directory, whose password
+    the directory checks (`serve-sql --ldap-url`); the file only grants (it can log in through no other way)."""
     if not _NAME.match(name):
         raise ConfigError(f"user name {name!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
-    if not password:
+    if password is not None and not password:
         raise ConfigError("the password is empty")
     users = load(path)
     kept = users.get(name, {}).get("grants")
     chosen = [check_grant(g) for g in grants] if grants else kept or list(DEFAULT_GRANTS)
-    users[name] = {"password": hash_password(password), "grants": chosen}
+    users[name] = {"password": hash_password(password) if password is not None else None, "grants": chosen}
     save(path, users)
 
 

@@ -215,7 +215,7 @@ def keystores(folder: Path) -> tuple[Path, Path, Path]:
             ["-genkeypair", "-alias", name, "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
              "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1", "-keystore", str(store),
              "-storepass", KEY_PASSWORD, "-keypass", KEY_PASSWORD, "-storetype", "JKS"],
-            ["-exportcert", "-alias", name, "-keystore", str(store), "-storepass", KEY_PASSWORD,
+            ["-exportcert", "-rfc", "-alias", name, "-keystore", str(store), "-storepass", KEY_PASSWORD,
              "-file", str(folder / f"{name}.crt")],
             ["-importcert", "-noprompt", "-alias", name, "-file", str(folder / f"{name}.crt"),
              "-keystore", str(folder / f"{name}-trust.jks"), "-storepass", TRUST_PASSWORD, "-storetype", "JKS"],
@@ -354,30 +354,190 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     assert copied == {"n": len(lines), "refused": len(logins) + len(refusals)}
 
 
-def test_writable_server_over_tls_runs_the_writes(flights_lake: FirstRun, reader: Reader, tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+def slapd_binary() -> tuple[Path, dict[str, str]] | None:
+    """OpenLDAP's slapd: on PATH, in /usr/sbin, or unpacked by scripts/slapd/fetch into the cache (run with its
+    libraries); None when there is none."""
+    found = shutil.which("slapd") or ("/usr/sbin/slapd" if Path("/usr/sbin/slapd").exists() else None)
+    if found:
+        return Path(found), {}
+    from goldsmith.jvm import cache_dir
+
+    for tree in sorted(cache_dir().glob("slapd-*"), reverse=True):
+        if (tree / "usr/sbin/slapd").exists():
+            return tree / "usr/sbin/slapd", {"LD_LIBRARY_PATH": str(tree / "usr/lib/x86_64-linux-gnu")}
+    return None
+
+
+LDAP_SUFFIX = "dc=example,dc=org"
+LDAP_USERS = {"dana": "dana-pw", "erin": "erin-pw"}
+
+
+def ldap_directory(folder: Path) -> Iterator[int]:
+    """A throwaway OpenLDAP directory on a free loopback port, with `LDAP_USERS` under ou=people (their passwords
+    hashed by slappasswd), loaded offline with slapadd; stopped by its PID."""
+    found = slapd_binary()
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no slapd: scripts/test fetches it with scripts/slapd/fetch")
+        pytest.skip("no slapd (scripts/slapd/fetch unpacks Debian's)")
+    slapd, env = found
+    tree = slapd.parent.parent.parent  # / for a system slapd, the unpacked package otherwise
+    schema = tree / "etc/ldap/schema" if (tree / "etc/ldap/schema").exists() else Path("/etc/ldap/schema")
+    modules = tree / "usr/lib/ldap"
+    env = {**os.environ, **env}
+    (folder / "data").mkdir(parents=True)
+    conf = folder / "slapd.conf"
+    conf.write_text("\n".join([
+        *(f"include {schema / name}.schema" for name in ("core", "cosine", "inetorgperson")),
+        f"modulepath {modules}", "moduleload back_mdb", f"pidfile {folder / 'slapd.pid'}",
+        "database mdb", f'suffix "{LDAP_SUFFIX}"', f'rootdn "cn=admin,{LDAP_SUFFIX}"',
+        f"directory {folder / 'data'}", "maxsize 10485760", "",
+    ]))
+    entries = [f"dn: {LDAP_SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+               f"dn: ou=people,{LDAP_SUFFIX}\nobjectClass: organizationalUnit\nou: people\n"]
+    for name, password in LDAP_USERS.items():
+        hashed = subprocess.run([str(slapd.parent / "slappasswd"), "-s", password], capture_output=True,
+                                text=True, env=env, check=True).stdout.strip()
+        entries.append(f"dn: uid={name},ou=people,{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: {name}\n"
+                       f"cn: {name}\nsn: {name}\nuserPassword: {hashed}\n")
+    (folder / "people.ldif").write_text("\n".join(entries))
+    added = subprocess.run([str(slapd.parent / "slapadd"), "-f", str(conf), "-l", str(folder / "people.ldif")],
+                           capture_output=True, text=True, env=env, check=False)
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    server = subprocess.Popen([str(slapd), "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not listening(port):
+            assert server.poll() is None and time.monotonic() < deadline, "slapd did not start"
+            time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def jvm_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the process `pid`'s JVM child so far."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _parent(proc) == pid and (proc / "comm").read_text().strip() == "java":
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    raise AssertionError(f"no JVM under {pid}")
+
+
+def tls_connect(port: int, user: str, password: str, cafile: Path) -> object:
+    """A PyHive connection over TLS that checks the server's certificate against `cafile`, logged in as `user`."""
+    import ssl
+
+    import thrift_sasl
+    from pyhive import hive
+    from thrift.transport.TSSLSocket import TSSLSocket
+
+    socket = TSSLSocket("127.0.0.1", port, cert_reqs=ssl.CERT_REQUIRED, ca_certs=str(cafile))
+    transport = thrift_sasl.TSaslClientTransport(
+        lambda: hive.get_installed_sasl(host="127.0.0.1", sasl_auth="PLAIN", username=user, password=password),
+        "PLAIN", socket)
+    return hive.connect(thrift_transport=transport, username=user)
+
+
+def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
+    flights_lake: FirstRun, reader: Reader, tmp_path: Path,
+) -> None:
+    """One server, over TLS, logging users in against an OpenLDAP directory, writable, with a row cap."""
+    from pyhive.exc import OperationalError
+    from thrift.transport.TTransport import TTransportException
+
+    directory = ldap_directory(tmp_path / "ldap")
+    ldap_port = next(directory)
+    root, cap = tmp_path / "lake", 1000
     copy_tables(flights_lake.root, root)
     keystore, trusted, other = keystores(tmp_path)
-    served = serve(root, tmp_path / "serve-sql.log", "--writable", "--no-auth", "--open-grant", "silver",
-                   "--tls-keystore", str(keystore), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
-    port, _ = next(served)
+    cafile = tmp_path / "server.crt"
+    # The users file only grants with LDAP: erin reads and writes silver too; dana, not in it, reads gold.
+    add_user(root / "_sql" / "users.json", "erin", None, ["gold", "silver.*"])
+    served = serve(root, tmp_path / "serve-sql.log", "--writable", "--tls-keystore", str(keystore),
+                   "--ldap-url", f"ldap://127.0.0.1:{ldap_port}", "--ldap-user-dn", f"uid={{user}},ou=people,{LDAP_SUFFIX}",
+                   "--max-rows", str(cap), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
+    port, server = next(served)
     tls = f";ssl=true;sslTrustStore={trusted};trustStorePassword={TRUST_PASSWORD}"
+    writes = ("update silver.airlines set airline_name = 'renamed' where carrier = 'UA'",
+              "insert into silver.airlines select * from silver.airlines where carrier = 'AA'")
     try:
-        done = beeline(port, "update silver.airlines set airline_name = 'renamed' where carrier = 'UA'",
-                       "insert into silver.airlines select * from silver.airlines where carrier = 'AA'",
-                       user="anyone", password="", url=tls)
+        done = beeline(port, *writes, user="erin", password=LDAP_USERS["erin"], url=tls)
         assert "read-only" not in done.stdout + done.stderr and "Error" not in done.stdout + done.stderr, \
             (done.stdout + done.stderr)[-3000:]
         # A client without TLS, or one that does not trust the server's certificate, gets no answer.
-        plain = beeline(port, "select 1", user="anyone", password="")
-        untrusted = beeline(port, "select 1", user="anyone", password="",
+        plain = beeline(port, "select 1", user="erin", password=LDAP_USERS["erin"])
+        untrusted = beeline(port, "select 1", user="erin", password=LDAP_USERS["erin"],
                             url=f";ssl=true;sslTrustStore={other};trustStorePassword={TRUST_PASSWORD}")
         for refused in (plain, untrusted):
             said = refused.stdout + refused.stderr
             assert "Could not open" in said and "Error" in said, said[-3000:]
         assert "PKIX" in untrusted.stdout + untrusted.stderr or "certificate" in untrusted.stdout + untrusted.stderr
+
+        answers = set()
+        # A wrong password, a user the directory does not have, and names that would change the DN or match
+        # by filter if they were pasted into it unescaped.
+        for user, password in (("dana", "wrong"), ("nobody", "dana-pw"), ("*", "dana-pw"),
+                               ("dana,ou=people", "dana-pw"), ("erin", "dana-pw")):
+            with pytest.raises(TTransportException) as denied:
+                tls_connect(port, user, password, cafile)
+            answers.add(str(denied.value))
+        assert len(answers) == 1 and "Error validating the login" in answers.pop()
+        with tls_connect(port, "dana", LDAP_USERS["dana"], cafile) as dana:
+            cursor = dana.cursor()
+            cursor.execute("select count(*) from gold.flight_features")
+            assert cursor.fetchall() == [(FLIGHTS,)]
+            with pytest.raises(OperationalError, match=r"user dana may not read silver\.airlines"):
+                cursor.execute("select count(*) from silver.airlines")
+            # The row cap: a result of more rows fails with a message, rather than arriving cut; the cap itself,
+            # an aggregate and a LIMIT pass.
+            with pytest.raises(OperationalError, match=f"more than {cap} rows"):
+                cursor.execute("select flight_id from gold.flight_features")
+            with pytest.raises(OperationalError, match=f"more than {cap} rows"):
+                cursor.execute(f"select flight_id from gold.flight_features order by flight_id limit {cap + 1}")
+            cursor.execute(f"select flight_id from gold.flight_features order by flight_id limit {cap}")
+            ids = [r[0] for r in cursor.fetchall()]
+            assert len(ids) == cap and ids == sorted(ids)
+        with tls_connect(port, "erin", LDAP_USERS["erin"], cafile) as erin:
+            cursor = erin.cursor()
+            cursor.execute("select count(*) as n, count_if(airline_name = 'renamed') from silver.airlines")
+            assert cursor.fetchall() == [(17, 1)]
+
+        # A client that goes away mid-query: its session is closed and its job cancelled, the CPU freed.
+        endless = "select max(hash(id)) from range(0, 1000000000000, 1, 2)"
+        dana = tls_connect(port, "dana", LDAP_USERS["dana"], cafile)
+        dana.cursor().execute(endless, async_=True)
+        time.sleep(4)
+        dana._transport.close()  # the socket, without closing the session first
+        audit = root / "_sql" / "audit.jsonl"
+        deadline = time.monotonic() + 60
+        while True:
+            ended = [json.loads(line) for line in audit.read_text().splitlines() if endless in line]
+            if ended or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ended and (ended[0]["reason"] or "").startswith("failed: cancelled"), ended
+        before = jvm_cpu_seconds(server.pid)
+        time.sleep(3)
+        assert jvm_cpu_seconds(server.pid) - before < 2.0, "the abandoned query still runs"
     finally:
         next(served, None)
+        next(directory, None)
+    assert server.returncode == 0
     got = reader.row("select count(*) as n, count_if(airline_name = 'renamed') as renamed from silver.airlines",
                      root)
     assert got == {"n": 17, "renamed": 1}
+    lines = [json.loads(line) for line in (root / "_sql" / "audit.jsonl").read_text().splitlines()]
+    logins = [x for x in lines if x["event"] == "login"]
+    assert [x["user"] for x in logins] == ["dana", "nobody", "*", "dana,ou=people", "erin"]
+    capped = [x for x in lines if x["event"] == "statement" and f"more than {cap} rows" in (x["reason"] or "")]
+    assert len(capped) == 2 and {x["user"] for x in capped} == {"dana"}
+    refused = [x for x in lines if x["event"] == "statement" and not x["allowed"]]
+    assert [x["statement"] for x in refused] == ["select count(*) from silver.airlines"]
+    # One line per statement, none for the queries Spark and Delta run inside them.
+    statements = [x["statement"] for x in lines if x["event"] == "statement" and not x["statement"].startswith("USE")]
+    assert len(statements) == len(set(statements)) and set(writes) <= set(statements), statements
+    assert len(statements) == len(writes) + 7, statements

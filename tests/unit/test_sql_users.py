@@ -64,3 +64,27 @@ def test_serving_without_users_or_beyond_loopback_without_auth_is_refused(
     assert main(["serve-sql", "--root", str(tmp_path / "lake"), "--no-auth", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "--no-auth" in err and "loopback" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_ldap_user_has_grants_and_no_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "lake"
+    assert main(["serve-sql", "users", "add", "dee", "silver.*", "--no-password", "--root", str(root)]) == 0
+    assert load(root / "_sql" / "users.json")["dee"] == {"password": None, "grants": ["silver.*"]}
+    capsys.readouterr()
+    assert main(["serve-sql", "users", "list", "--root", str(root)]) == 0
+    assert "(LDAP)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--ldap-url", "ldap://127.0.0.1:1"], "go together"),
+    (["--ldap-url", "http://x", "--ldap-user-dn", "uid={user},dc=x"], "ldap://HOST:PORT"),
+    (["--ldap-url", "ldap://127.0.0.1:1", "--ldap-user-dn", "uid=x,dc=x"], "{user} once"),
+    (["--ldap-url", "ldap://127.0.0.1:1", "--ldap-user-dn", "uid={user}", "--no-auth"], "contradict"),
+    (["--max-rows", "-1"], "--max-rows"),
+])
+def test_bad_ldap_and_limit_flags_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str,
+) -> None:
+    assert main(["serve-sql", "--root", str(tmp_path / "lake"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1, err

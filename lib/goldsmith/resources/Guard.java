@@ -15,26 +15,38 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.SparkSessionExtensions;
 import org.apache.spark.sql.catalyst.AliasIdentifier;
 import org.apache.spark.sql.catalyst.CurrentUserContext;
+import org.apache.spark.sql.catalyst.FunctionIdentifier;
 import org.apache.spark.sql.catalyst.TableIdentifier;
 import org.apache.spark.sql.catalyst.catalog.CatalogTable;
 import org.apache.spark.sql.catalyst.expressions.And;
+import org.apache.spark.sql.catalyst.expressions.AssertTrue;
 import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.EndsWith;
 import org.apache.spark.sql.catalyst.expressions.EqualTo;
 import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.IsNull;
+import org.apache.spark.sql.catalyst.expressions.LessThan;
 import org.apache.spark.sql.catalyst.expressions.Literal;
+import org.apache.spark.sql.catalyst.expressions.MonotonicallyIncreasingID;
 import org.apache.spark.sql.catalyst.expressions.Not;
 import org.apache.spark.sql.catalyst.expressions.Or;
+import org.apache.spark.sql.catalyst.parser.ParameterContext;
+import org.apache.spark.sql.catalyst.parser.ParseException;
+import org.apache.spark.sql.catalyst.parser.ParserInterface;
 import org.apache.spark.sql.catalyst.plans.logical.Command;
 import org.apache.spark.sql.catalyst.plans.logical.Filter;
+import org.apache.spark.sql.catalyst.plans.logical.Limit;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+import org.apache.spark.sql.catalyst.plans.logical.ParsedStatement;
 import org.apache.spark.sql.catalyst.rules.Rule;
 import org.apache.spark.sql.connector.catalog.Identifier;
 import org.apache.spark.sql.execution.QueryExecution;
 import org.apache.spark.sql.execution.SparkPlan;
 import org.apache.spark.sql.execution.adaptive.AdaptiveSparkPlanExec;
 import org.apache.spark.sql.execution.metric.SQLMetric;
+import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
 import org.apache.spark.sql.util.QueryExecutionListener;
 
 import scala.Function1;
@@ -42,6 +54,7 @@ import scala.Option;
 import scala.Tuple2;
 import scala.collection.Iterator;
 import scala.runtime.AbstractFunction1;
+import scala.runtime.AbstractFunction2;
 import scala.runtime.BoxedUnit;
 
 /**
@@ -62,7 +75,8 @@ import scala.runtime.BoxedUnit;
  *       still have the server's values: a client's `SET` of them, or a `--hiveconf` at connection, is refused.
  * </ul>
  * A refusal is one line to the client (an exception without a stack trace) and one audit line. {@code SHOW
- * TABLES} lists only what the user may read.
+ * TABLES} lists only what the user may read. A client's query whose result has more rows than the server's cap
+ * ({@code goldsmith.sql.max_rows}) fails with one line saying so, rather than returning a silently cut result.
  *
  * <p>Grants (per user, in the users file; or the server's open grants without authentication): {@code layer}
  * (its tables but the quarantine ones), {@code layer.*} (every table of the layer), {@code layer.table}.
@@ -72,6 +86,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
   public static final String READ_ONLY_PROPERTY = "goldsmith.sql.read_only";
   public static final String OPEN_GRANTS_PROPERTY = "goldsmith.sql.open_grants";
   public static final String AUTH_PROPERTY = "goldsmith.sql.auth";
+  public static final String MAX_ROWS_PROPERTY = "goldsmith.sql.max_rows";
 
   /** Commands that read only: by simple class name, so one list serves Spark's v1 and v2 plans. */
   static final Set<String> READ_ONLY_COMMANDS = Set.of(
@@ -110,12 +125,24 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
       "spark.sql.runSQLOnFiles", "spark.sql.thriftServer.queryTimeout", "spark.sql.extensions",
       "spark.sql.thriftServer.incrementalCollect", "spark.sql.catalogImplementation");
 
-  /** Client queries allowed and not yet finished, by their analysed plan (the listener records their end). */
-  static final Map<LogicalPlan, String[]> PENDING = new WeakHashMap<>();
+  /**
+   * The queries clients sent and not yet finished, by the plan the parser made of each (a query's execution
+   * keeps that plan as its logical plan): who sent it, from where, its id and text. The listener records how
+   * each ended; queries Spark or Delta make inside a statement are not in it, so they are not audited.
+   */
+  static final Map<LogicalPlan, String[]> STATEMENTS = Collections.synchronizedMap(new WeakHashMap<>());
 
   private static final Set<SparkSession> TRUSTED = Collections.synchronizedSet(
       Collections.newSetFromMap(new WeakHashMap<>()));
   private static final Map<String, String> SERVER_VALUES = new ConcurrentHashMap<>();
+  /** Each client session's address, recorded on its connection's thread when the session opens. */
+  private static final Map<SparkSession, String> CLIENTS = Collections.synchronizedMap(new WeakHashMap<>());
+
+  /** The address of the client whose session this is (null for the server's own). */
+  static String client(SparkSession session) {
+    String address = CLIENTS.get(session);
+    return address != null ? address : Audit.client();
+  }
 
   /** Exempts one session (the server's own, which attaches tables) and records the protected settings. */
   public static void trust(SparkSession session) {
@@ -178,7 +205,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
    * Scala's functions).
    */
   static RuntimeException refuse(SparkSession session, String user, Refusal refusal) {
-    Audit.statement(user, Audit.client(), statementId(session), statement(session), false, refusal.getMessage(),
+    Audit.statement(user, client(session), statementId(session), statement(session), false, refusal.getMessage(),
         null, null);
     Guard.<RuntimeException>sneakyThrow(new Refused(refusal.getMessage()));
     return refusal;
@@ -191,6 +218,18 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
+    // Spark builds a session's parser when the Thrift server opens the session, on the connection's thread:
+    // the one moment the client's address is known to the code that later runs its statements.
+    extensions.injectParser(new AbstractFunction2<SparkSession, ParserInterface, ParserInterface>() {
+      @Override
+      public ParserInterface apply(SparkSession session, ParserInterface delegate) {
+        String address = Audit.client();
+        if (address != null) {
+          CLIENTS.put(session, address);
+        }
+        return new ClientParser(session, delegate);
+      }
+    });
     extensions.injectPostHocResolutionRule(new AbstractFunction1<SparkSession, Rule<LogicalPlan>>() {
       @Override
       public Rule<LogicalPlan> apply(SparkSession session) {
@@ -264,6 +303,108 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
   /** The statement's id, the Thrift server's job group. */
   static String statementId(SparkSession session) {
     return session.sparkContext().getLocalProperty("spark.jobGroup.id");
+  }
+
+  /** The server's cap on the rows of a client's result (0: none). */
+  static int maxRows() {
+    try {
+      return Math.max(0, Integer.parseInt(System.getProperty(MAX_ROWS_PROPERTY, "0").trim()));
+    } catch (NumberFormatException e) {
+      return 0;
+    }
+  }
+
+  /**
+   * Parses like the parser it wraps; the query a client sent (the statement the Thrift server runs) comes back
+   * capped: at most {@code max_rows + 1} rows are computed, and one more than the cap fails the query with a
+   * message. The cap is at the root of the statement only, never in a subquery, a view or Delta's own reads.
+   */
+  static final class ClientParser implements ParserInterface {
+    private final SparkSession session;
+    private final ParserInterface delegate;
+
+    ClientParser(SparkSession session, ParserInterface delegate) {
+      this.session = session;
+      this.delegate = delegate;
+    }
+
+    @Override
+    public LogicalPlan parsePlan(String sqlText) throws ParseException {
+      return client(sqlText, delegate.parsePlan(sqlText));
+    }
+
+    @Override
+    public LogicalPlan parsePlanWithParameters(String sqlText, ParameterContext context) throws ParseException {
+      return client(sqlText, delegate.parsePlanWithParameters(sqlText, context));
+    }
+
+    /** A query a client sent (the statement the Thrift server runs), capped and remembered for the audit. */
+    private LogicalPlan client(String sqlText, LogicalPlan parsed) {
+      if (!isClient(session) || !sqlText.equals(statement(session)) || parsed instanceof Command
+          || parsed instanceof ParsedStatement || !parsed.getClass().getName().startsWith("org.apache.spark.sql.")) {
+        return parsed;  // a command or a write (audited by the check), or a parse made inside Spark or Delta
+      }
+      LogicalPlan plan = capped(parsed);
+      STATEMENTS.put(plan, new String[] {user(), Guard.client(session), statementId(session), sqlText});
+      return plan;
+    }
+
+    private static LogicalPlan capped(LogicalPlan plan) {
+      int cap = maxRows();
+      if (cap <= 0 || cap == Integer.MAX_VALUE) {
+        return plan;
+      }
+      // One partition after the limit (Spark gathers a global limit into one), so the id counts rows; should
+      // Spark drop the limit for a plan that cannot exceed it, each partition is counted alone, never over.
+      Expression index = new org.apache.spark.sql.catalyst.expressions.BitwiseAnd(
+          new MonotonicallyIncreasingID(), Literal.create((1L << 33) - 1, DataTypes.LongType));
+      Expression check = new AssertTrue(
+          new LessThan(index, Literal.create((long) cap, DataTypes.LongType)),
+          Literal.create("goldsmith serve-sql: the result has more than " + cap + " rows (the server's "
+              + "--max-rows); aggregate, filter or add a LIMIT", DataTypes.StringType));
+      LogicalPlan limited = (LogicalPlan) (Object) Limit.apply(Literal.create(cap + 1, DataTypes.IntegerType), plan);
+      return new Filter(new IsNull(check), limited);
+    }
+
+    @Override
+    public Expression parseExpression(String sqlText) throws ParseException {
+      return delegate.parseExpression(sqlText);
+    }
+
+    @Override
+    public TableIdentifier parseTableIdentifier(String sqlText) throws ParseException {
+      return delegate.parseTableIdentifier(sqlText);
+    }
+
+    @Override
+    public FunctionIdentifier parseFunctionIdentifier(String sqlText) throws ParseException {
+      return delegate.parseFunctionIdentifier(sqlText);
+    }
+
+    @Override
+    public scala.collection.immutable.Seq<String> parseMultipartIdentifier(String sqlText) throws ParseException {
+      return delegate.parseMultipartIdentifier(sqlText);
+    }
+
+    @Override
+    public LogicalPlan parseQuery(String sqlText) throws ParseException {
+      return delegate.parseQuery(sqlText);
+    }
+
+    @Override
+    public StructType parseRoutineParam(String sqlText) throws ParseException {
+      return delegate.parseRoutineParam(sqlText);
+    }
+
+    @Override
+    public StructType parseTableSchema(String sqlText) throws ParseException {
+      return delegate.parseTableSchema(sqlText);
+    }
+
+    @Override
+    public DataType parseDataType(String sqlText) throws ParseException {
+      return delegate.parseDataType(sqlText);
+    }
   }
 
   /** Data source names Spark reads a path with (`csv.`/path``). */
@@ -375,13 +516,12 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
           }
         });
         String statement = statement(session);
-        if (plan instanceof Command || !(plan.children().isEmpty()) && plan.children().head() instanceof Command) {
-          // A command runs at once and is not followed to its end: recorded as allowed here.
-          Audit.statement(user, Audit.client(), statementId(session), statement, true, null, null, null);
-        } else if (statement != null) {
-          synchronized (PENDING) {
-            PENDING.put(plan, new String[] {user, Audit.client(), statementId(session), statement});
-          }
+        boolean command = plan instanceof Command
+            || !(plan.children().isEmpty()) && plan.children().head() instanceof Command;
+        if (command && statement != null && !statement.startsWith("Delta: ")) {
+          // A command runs at once and is not followed to its end: recorded as allowed here. (A query is
+          // recorded when it ends, by the listener; Delta's own work inside a statement is not recorded.)
+          Audit.statement(user, client(session), statementId(session), statement, true, null, null, null);
         }
       } catch (Refusal refusal) {
         throw refuse(session, user, refusal);
@@ -540,17 +680,29 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
     @Override
     public void onFailure(String funcName, QueryExecution qe, Exception exception) {
       String[] pending = take(qe);
-      if (pending != null) {
+      if (pending != null && !refused(exception)) {  // a refusal is audited where it is made
         String message = exception.getMessage() == null ? exception.toString() : exception.getMessage();
+        for (Throwable cause = exception; cause != null; cause = cause.getCause()) {
+          if (cause instanceof InterruptedException) {
+            message = "cancelled (the client closed the statement or went away, or it timed out)";
+          }
+        }
         Audit.statement(pending[0], pending[1], pending[2], pending[3], true,
             "failed: " + message.split("\n", 2)[0], null, null);
       }
     }
 
     private static String[] take(QueryExecution qe) {
-      synchronized (PENDING) {
-        return PENDING.remove(qe.analyzed());
+      return STATEMENTS.remove(qe.logical());
+    }
+
+    private static boolean refused(Throwable exception) {
+      for (Throwable cause = exception; cause != null; cause = cause.getCause()) {
+        if (cause instanceof Refused) {
+          return true;
+        }
       }
+      return false;
     }
 
     static Long rows(SparkPlan plan) {

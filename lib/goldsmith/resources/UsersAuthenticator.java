@@ -10,12 +10,17 @@ import java.util.ArrayList;
 import java.util.Base64;
 import java.util.Collections;
 import java.util.HashMap;
+import java.util.Hashtable;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 
 import javax.crypto.SecretKeyFactory;
 import javax.crypto.spec.PBEKeySpec;
+import javax.naming.Context;
+import javax.naming.NamingException;
+import javax.naming.directory.InitialDirContext;
+import javax.naming.ldap.Rdn;
 import javax.security.sasl.AuthenticationException;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -34,10 +39,19 @@ import org.slf4j.LoggerFactory;
  * ({@code pbkdf2_sha256$<iterations>$<salt, base64>$<hash, base64>}) and the grants. The file is read again
  * when it changes, so users and grants change without a restart. A wrong password, an unknown user and an
  * empty password get the same answer and take the same time (an unknown user is checked against a dummy hash).
+ *
+ * <p>With an LDAP directory (system properties {@code goldsmith.sql.ldap.url} and {@code
+ * goldsmith.sql.ldap.user_dn}, a DN pattern with {@code {user}}), the password is checked by a simple bind as
+ * that user's DN instead (the name escaped as an RDN value, an empty password refused before the directory sees
+ * it: LDAP takes an empty password as an anonymous bind). The users file then only grants: a user it does not
+ * list reads {@code gold}.
  */
 public final class UsersAuthenticator implements PasswdAuthenticationProvider {
 
   public static final String USERS_PROPERTY = "goldsmith.sql.users";
+  public static final String LDAP_URL_PROPERTY = "goldsmith.sql.ldap.url";
+  public static final String LDAP_DN_PROPERTY = "goldsmith.sql.ldap.user_dn";
+  static final List<String> LDAP_DEFAULT_GRANTS = List.of("gold");
   static final String REFUSED = "goldsmith serve-sql: authentication failed";
   private static final Logger LOG = LoggerFactory.getLogger(UsersAuthenticator.class);
   private static final String DUMMY =
@@ -71,6 +85,9 @@ public final class UsersAuthenticator implements PasswdAuthenticationProvider {
       return Collections.emptyMap();
     }
     File file = new File(path);
+    if (!file.exists()) {
+      return Collections.emptyMap();  // LDAP without a users file: everyone has the default grants
+    }
     synchronized (LOCK) {
       long modified = file.lastModified();
       long length = file.length();
@@ -110,6 +127,9 @@ public final class UsersAuthenticator implements PasswdAuthenticationProvider {
   /** The grants of `user`, or null when there is no such user. */
   public static List<String> grantsOf(String user) {
     User found = user == null ? null : users().get(user);
+    if (found == null && user != null && System.getProperty(LDAP_URL_PROPERTY) != null) {
+      return LDAP_DEFAULT_GRANTS;
+    }
     return found == null ? null : found.grants;
   }
 
@@ -117,12 +137,43 @@ public final class UsersAuthenticator implements PasswdAuthenticationProvider {
   public void Authenticate(String rawUser, String rawPassword) throws AuthenticationException {
     String user = utf8(rawUser);
     String password = utf8(rawPassword);
+    String ldap = System.getProperty(LDAP_URL_PROPERTY);
+    if (ldap != null) {
+      boolean empty = user == null || user.isEmpty() || password == null || password.isEmpty();
+      if (empty || !bind(ldap, System.getProperty(LDAP_DN_PROPERTY, ""), user, password)) {
+        LOG.warn("goldsmith serve-sql: refused a connection as user '{}' (LDAP)", user);
+        Audit.refusedLogin(user);
+        throw new AuthenticationException(REFUSED);
+      }
+      return;
+    }
     User found = user == null ? null : users().get(user);
     boolean ok = matches(found == null ? DUMMY : found.hash, password == null ? "" : password);
     if (found == null || !ok || password == null || password.isEmpty()) {
       LOG.warn("goldsmith serve-sql: refused a connection as user '{}'", user);
       Audit.refusedLogin(user);
       throw new AuthenticationException(REFUSED);
+    }
+  }
+
+  /** Whether the directory at `url` accepts `password` for the DN `pattern` makes of `user`. */
+  static boolean bind(String url, String pattern, String user, String password) {
+    Hashtable<String, String> env = new Hashtable<>();
+    env.put(Context.INITIAL_CONTEXT_FACTORY, "com.sun.jndi.ldap.LdapCtxFactory");
+    env.put(Context.PROVIDER_URL, url);
+    env.put(Context.SECURITY_AUTHENTICATION, "simple");
+    env.put(Context.SECURITY_PRINCIPAL, pattern.replace("{user}", Rdn.escapeValue(user)));
+    env.put(Context.SECURITY_CREDENTIALS, password);
+    env.put("com.sun.jndi.ldap.connect.timeout", "5000");
+    env.put("com.sun.jndi.ldap.read.timeout", "10000");
+    try {
+      new InitialDirContext(env).close();
+      return true;
+    } catch (javax.naming.AuthenticationException e) {
+      return false;
+    } catch (NamingException e) {
+      LOG.warn("goldsmith serve-sql: the LDAP directory {} did not answer: {}", url, e.toString());
+      return false;
     }
   }
 
