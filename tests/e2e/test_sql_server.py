@@ -106,6 +106,7 @@ class Clients:
         self.done = threading.Event()
         self.seen: set[int] = set()
         self.failures: list[str] = []
+        self.sent: list[int] = []  # one entry per query answered
         self.threads = [threading.Thread(target=self._run, args=(port,)) for _ in range(n)]
         for thread in self.threads:
             thread.start()
@@ -121,6 +122,7 @@ class Clients:
                 cursor.execute(COUNT)
                 (n,), = cursor.fetchall()
                 self.seen.add(int(n))
+                self.sent.append(1)
                 queries += 1
                 self.done.wait(3.0)
             conn.close()
@@ -355,6 +357,11 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     assert all(x["reason"].startswith("failed: [TABLE_OR_VIEW_NOT_FOUND]") for x in ran if x not in done), ran
     assert done and all(x["user"] == "alice" and x["rows"] == 1 and x["duration_ms"] >= 0 for x in done), ran
     assert all(x["client"] == "127.0.0.1" for x in lines if x["event"] == "statement")
+    # Each of the 20 clients' counts (the same text, sent at the same moments) has its own line.
+    counts = [x for x in lines if x["event"] == "statement" and x["statement"] == COUNT]
+    ids = {x["statement_id"] for x in counts}
+    assert len(counts) == len(clients.sent) == len(ids), (len(counts), len(clients.sent), len(ids))
+    assert all(x["rows"] == 1 and x["reason"] is None for x in counts)
     # The server copied the log into ops.sql_audit in batches, the last one as it stopped.
     copied = reader.row("select count(*) as n, count_if(not allowed) as refused from ops.sql_audit", root)
     assert copied == {"n": len(lines), "refused": len(logins) + len(refusals)}

@@ -128,9 +128,30 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
   /**
    * The queries clients sent and not yet finished, by the plan the parser made of each (a query's execution
    * keeps that plan as its logical plan): who sent it, from where, its id and text. The listener records how
-   * each ended; queries Spark or Delta make inside a statement are not in it, so they are not audited.
+   * each ended; queries Spark or Delta make inside a statement are not in it, so they are not audited. Keyed by
+   * identity: two clients sending the same text at once parse to equal plans, and each must find its own.
    */
-  static final Map<LogicalPlan, String[]> STATEMENTS = Collections.synchronizedMap(new WeakHashMap<>());
+  static final Map<LogicalPlan, String[]> STATEMENTS = new IdentityHashMap<>();
+  /** When each entry of {@link #STATEMENTS} was made, to drop any whose end never came (after a day). */
+  static final Map<LogicalPlan, Long> STARTED = new IdentityHashMap<>();
+
+  static void remember(LogicalPlan plan, String[] statement) {
+    long now = System.currentTimeMillis();
+    synchronized (STATEMENTS) {
+      if (STATEMENTS.size() > 1000) {
+        STARTED.entrySet().removeIf(e -> now - e.getValue() > 86_400_000L && STATEMENTS.remove(e.getKey()) != null);
+      }
+      STATEMENTS.put(plan, statement);
+      STARTED.put(plan, now);
+    }
+  }
+
+  static String[] forget(LogicalPlan plan) {
+    synchronized (STATEMENTS) {
+      STARTED.remove(plan);
+      return STATEMENTS.remove(plan);
+    }
+  }
 
   private static final Set<SparkSession> TRUSTED = Collections.synchronizedSet(
       Collections.newSetFromMap(new WeakHashMap<>()));
@@ -345,7 +366,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
         return parsed;  // a command or a write (audited by the check), or a parse made inside Spark or Delta
       }
       LogicalPlan plan = capped(parsed);
-      STATEMENTS.put(plan, new String[] {user(), Guard.client(session), statementId(session), sqlText});
+      remember(plan, new String[] {user(), Guard.client(session), statementId(session), sqlText});
       return plan;
     }
 
@@ -693,7 +714,7 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
     }
 
     private static String[] take(QueryExecution qe) {
-      return STATEMENTS.remove(qe.logical());
+      return forget(qe.logical());
     }
 
     private static boolean refused(Throwable exception) {
