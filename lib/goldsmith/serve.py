@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 RESOURCES = Path(__file__).parent / "resources"
 # The server's JVM side: the guard (read-only, grants, no way out of the lakehouse), the password check and the
 # audit trail, compiled together once.
-SOURCES = ("Guard.java", "UsersAuthenticator.java", "Audit.java")
+SOURCES = ("Guard.java", "UsersAuthenticator.java", "Audit.java", "GuardedOperations.java")
 GUARD_CLASS = "goldsmith.sql.Guard"
 AUTHENTICATOR_CLASS = "goldsmith.sql.UsersAuthenticator"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -225,6 +225,8 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
     server = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
         spark._jsparkSession.sqlContext()
     )
+    # JDBC metadata calls (getTables, getColumns, getSchemas) answer within the user's grants, as SHOW TABLES does.
+    jvm.goldsmith.sql.GuardedOperations.install(server)
     host, port, writable, refresh_seconds = options.host, options.port, options.writable, options.refresh_seconds
     trail = AuditTrail(audit, OpsLog(lakehouse), audit.stat().st_size if audit.exists() else 0)
     stop = threading.Event()

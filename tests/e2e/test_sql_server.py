@@ -169,6 +169,25 @@ def _parent(proc: Path) -> int | None:
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 
 
+def jdbc_listing(port: int, user: str) -> tuple[set[tuple[str, str]], set[str]]:
+    """The tables and schemas the JDBC metadata calls (getTables, getSchemas: what beeline's `!tables` and BI
+    tools' browsers use) list to `user` of `USERS`."""
+    from pyhive import hive
+    from TCLIService import ttypes
+
+    with hive.connect("127.0.0.1", port=port, username=user, password=USERS[user][0], auth="CUSTOM") as conn:
+        def rows(call: str, request: object) -> list[tuple[object, ...]]:
+            answer = getattr(conn._client, call)(request)
+            cursor = conn.cursor()
+            cursor._operationHandle, cursor._state = answer.operationHandle, cursor._STATE_RUNNING
+            return cursor.fetchall()
+
+        session = conn._sessionHandle
+        tables = rows("GetTables", ttypes.TGetTablesReq(sessionHandle=session, schemaName="%", tableName="%"))
+        schemas = rows("GetSchemas", ttypes.TGetSchemasReq(sessionHandle=session))
+    return {(str(r[1]), str(r[2])) for r in tables}, {str(r[0]) for r in schemas}
+
+
 def users_file(root: Path) -> Path:
     path = root / "_sql" / "users.json"
     for name, (password, grants) in USERS.items():
@@ -298,6 +317,11 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         # SHOW TABLES lists what alice may read: silver's tables without the quarantine ones, nothing of ops.
         listed = [r for r in csv_rows(refused.stdout) if len(r) == 3 and r[0] in ("silver", "ops")]
         assert {r[1] for r in listed} == {"airlines", "airports", "flights", "planes", "weather"}, listed
+        # So do the JDBC metadata calls.
+        tables, schemas = jdbc_listing(port, "alice")
+        assert schemas == {"gold", "silver"}, schemas
+        assert {t for t in tables if t[0] == "silver"} == {("silver", r[1]) for r in listed}, tables
+        assert {t[0] for t in tables} == {"gold", "silver"} and ("gold", "flight_features") in tables, tables
         assert {t: reader.version(t, root) for t in versions} == versions
         assert listening(port), "a statement stopped the server"
         # The server's JVM (Thrift port, Spark driver, block manager, UI) listens on loopback only.
