@@ -131,24 +131,22 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
    * each ended; queries Spark or Delta make inside a statement are not in it, so they are not audited. Keyed by
    * identity: two clients sending the same text at once parse to equal plans, and each must find its own.
    */
-  static final Map<LogicalPlan, String[]> STATEMENTS = new IdentityHashMap<>();
-  /** When each entry of {@link #STATEMENTS} was made, to drop any whose end never came (after a day). */
-  static final Map<LogicalPlan, Long> STARTED = new IdentityHashMap<>();
+  static final Map<LogicalPlan, Pending> STATEMENTS = new IdentityHashMap<>();
 
-  static void remember(LogicalPlan plan, String[] statement) {
-    long now = System.currentTimeMillis();
+  /** A client's query between its parse and its end; one whose end never came is dropped after a day. */
+  record Pending(String user, String client, String statementId, String statement, long started) {}
+
+  static void remember(LogicalPlan plan, Pending pending) {
     synchronized (STATEMENTS) {
       if (STATEMENTS.size() > 1000) {
-        STARTED.entrySet().removeIf(e -> now - e.getValue() > 86_400_000L && STATEMENTS.remove(e.getKey()) != null);
+        STATEMENTS.values().removeIf(p -> pending.started() - p.started() > 86_400_000L);
       }
-      STATEMENTS.put(plan, statement);
-      STARTED.put(plan, now);
+      STATEMENTS.put(plan, pending);
     }
   }
 
-  static String[] forget(LogicalPlan plan) {
+  static Pending forget(LogicalPlan plan) {
     synchronized (STATEMENTS) {
-      STARTED.remove(plan);
       return STATEMENTS.remove(plan);
     }
   }
@@ -366,7 +364,8 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
         return parsed;  // a command or a write (audited by the check), or a parse made inside Spark or Delta
       }
       LogicalPlan plan = capped(parsed);
-      remember(plan, new String[] {user(), Guard.client(session), statementId(session), sqlText});
+      remember(plan, new Pending(user(), Guard.client(session), statementId(session), sqlText,
+          System.currentTimeMillis()));
       return plan;
     }
 
@@ -691,35 +690,29 @@ public final class Guard extends AbstractFunction1<SparkSessionExtensions, Boxed
   public static final class Listener implements QueryExecutionListener {
     @Override
     public void onSuccess(String funcName, QueryExecution qe, long durationNs) {
-      String[] pending = take(qe);
+      Pending pending = forget(qe.logical());
       if (pending != null) {
-        Audit.statement(pending[0], pending[1], pending[2], pending[3], true, null, rows(qe.executedPlan()),
-            durationNs / 1_000_000);
+        Audit.statement(pending.user(), pending.client(), pending.statementId(), pending.statement(), true, null,
+            rows(qe.executedPlan()), durationNs / 1_000_000);
       }
     }
 
     @Override
     public void onFailure(String funcName, QueryExecution qe, Exception exception) {
-      String[] pending = take(qe);
-      if (pending != null && !refused(exception)) {  // a refusal is audited where it is made
-        String message = exception.getMessage() == null ? exception.toString() : exception.getMessage();
-        for (Throwable cause = exception; cause != null; cause = cause.getCause()) {
-          if (cause instanceof InterruptedException) {
-            message = "cancelled (the client closed the statement or went away, or it timed out)";
-          }
-        }
-        Audit.statement(pending[0], pending[1], pending[2], pending[3], true,
-            "failed: " + message.split("\n", 2)[0], null, null);
+      Pending pending = forget(qe.logical());
+      if (pending == null || causedBy(exception, Refused.class)) {
+        return;  // not a client's query, or a refusal (audited where it is made)
       }
+      String message = causedBy(exception, InterruptedException.class)
+          ? "cancelled (the client closed the statement or went away, or it timed out)"
+          : (exception.getMessage() == null ? exception.toString() : exception.getMessage()).split("\n", 2)[0];
+      Audit.statement(pending.user(), pending.client(), pending.statementId(), pending.statement(), true,
+          "failed: " + message, null, null);
     }
 
-    private static String[] take(QueryExecution qe) {
-      return forget(qe.logical());
-    }
-
-    private static boolean refused(Throwable exception) {
+    private static boolean causedBy(Throwable exception, Class<? extends Throwable> kind) {
       for (Throwable cause = exception; cause != null; cause = cause.getCause()) {
-        if (cause instanceof Refused) {
+        if (kind.isInstance(cause)) {
           return true;
         }
       }

@@ -152,15 +152,4 @@ public final class GuardedOperations extends SparkSQLOperationManager {
     }
     throw new IllegalStateException("goldsmith serve-sql: the Thrift server has no CLI service");
   }
-
-  /** For a check: the operation manager the server's sessions use now. */
-  public static String installed(HiveThriftServer2 server) throws ReflectiveOperationException {
-    for (Service service : server.getServices()) {
-      if (service instanceof CLIService) {
-        OperationManager manager = ((CLIService) service).getSessionManager().getOperationManager();
-        return manager.getClass().getName();
-      }
-    }
-    return null;
-  }
 }

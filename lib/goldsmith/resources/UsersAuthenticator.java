@@ -138,19 +138,17 @@ public final class UsersAuthenticator implements PasswdAuthenticationProvider {
     String user = utf8(rawUser);
     String password = utf8(rawPassword);
     String ldap = System.getProperty(LDAP_URL_PROPERTY);
+    boolean ok;
     if (ldap != null) {
       boolean empty = user == null || user.isEmpty() || password == null || password.isEmpty();
-      if (empty || !bind(ldap, System.getProperty(LDAP_DN_PROPERTY, ""), user, password)) {
-        LOG.warn("goldsmith serve-sql: refused a connection as user '{}' (LDAP)", user);
-        Audit.refusedLogin(user);
-        throw new AuthenticationException(REFUSED);
-      }
-      return;
+      ok = !empty && bind(ldap, System.getProperty(LDAP_DN_PROPERTY, ""), user, password);
+    } else {
+      User found = user == null ? null : users().get(user);
+      boolean matched = matches(found == null ? DUMMY : found.hash, password == null ? "" : password);
+      ok = found != null && matched && password != null && !password.isEmpty();
     }
-    User found = user == null ? null : users().get(user);
-    boolean ok = matches(found == null ? DUMMY : found.hash, password == null ? "" : password);
-    if (found == null || !ok || password == null || password.isEmpty()) {
-      LOG.warn("goldsmith serve-sql: refused a connection as user '{}'", user);
+    if (!ok) {
+      LOG.warn("goldsmith serve-sql: refused a connection as user '{}'{}", user, ldap != null ? " (LDAP)" : "");
       Audit.refusedLogin(user);
       throw new AuthenticationException(REFUSED);
     }
