@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from goldsmith import __version__
 from goldsmith.errors import ConfigError, GoldsmithError
+from goldsmith.io import object_store
 from goldsmith.io.paths import storage_root  # in io.paths: models_cli needs it too, without importing cli
 from goldsmith.io.tables import TableRef
 
@@ -314,6 +315,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     check_output(args.format, args.limit)
     root = storage_root(args.root)
+    object_store.check_credentials([root], {})
     spark = build_session("goldsmith-sql", "local[*]")
     lakehouse = Lakehouse(spark, root)
     lakehouse.attach()
@@ -327,6 +329,7 @@ def cmd_serve_sql(args: argparse.Namespace) -> int:
     from goldsmith.serve import ServeOptions, serve_sql
 
     root = storage_root(args.root)
+    object_store.check_credentials([root], {})
     options = ServeOptions(
         port=args.port, host=args.host, writable=args.writable, refresh_seconds=args.refresh_seconds,
         auth=not args.no_auth, users=args.users, open_grants=tuple(args.open_grant or ("gold",)),

@@ -1,5 +1,6 @@
 """The SparkSession factory: Delta enabled, small-machine defaults, offline Delta jars (`goldsmith.jvm`), the
-class archive mapped (`goldsmith.class_archive`). It imports nothing above those two."""
+class archive mapped (`goldsmith.class_archive`), object-store settings from the environment
+(`goldsmith.io.object_store`). It imports nothing above those three."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith import __version__, class_archive
 from goldsmith.errors import ExecutorsMismatch
+from goldsmith.io import object_store
 from goldsmith.jvm import delta_jars, log4j_option
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def build_session(
     if active is not None:
         return active
     settings = {**SMALL_MACHINE_DEFAULTS, **(conf or {})}
+    # s3a:// paths: endpoint, region and credentials from the AWS environment variables, unless `conf` sets them.
+    settings.update(object_store.spark_settings(settings))
     builder = SparkSession.builder.appName(app_name)
     submitted = "spark.master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "") or _launched_by_spark_submit()
     if not submitted:

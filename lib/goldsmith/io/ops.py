@@ -97,6 +97,11 @@ SCHEMAS: dict[str, str] = {
 
 
 LITERAL_ROWS = 16
+# An ops table is small and read whole, and grows by a commit of a few rows at a time: no per-file column
+# statistics (nothing to skip; ~50 ms less per commit), and a checkpoint every 100 commits instead of every 10
+# (a checkpoint is a Spark job). Delta takes `delta.*` writer options as table properties when the first append
+# creates the table, and ignores them afterwards.
+OPS_TABLE_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0", "delta.checkpointInterval": "100"}
 
 
 def now() -> datetime:
@@ -161,7 +166,7 @@ class OpsLog:
             kept = self._shared.kept.get(self.lakehouse.path("ops", table)) if self._shared else None
             before = kept.version if kept else None
             self.lakehouse.write(df.coalesce(1), "ops", table, mode="append", metrics=False,
-                                 options={"mergeSchema": "true"}, txn=txn)
+                                 options={"mergeSchema": "true", **OPS_TABLE_PROPERTIES}, txn=txn)
             added = [dict(r) for r in rows]
             if table in self._cache:
                 self._cache[table].extend(added)

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 from goldsmith import faults
 from goldsmith.config.models import PipelineConfig
 from goldsmith.errors import ConfigError, GoldsmithError, LeaseHeld, StageFailed, message_line
+from goldsmith.io import object_store
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.lease import RunLease, held_elsewhere
 from goldsmith.io.ops import OpsCache, now
@@ -57,6 +58,8 @@ def new_run_id() -> str:
 def session_for(config: PipelineConfig) -> SparkSession:
     """The Spark application for a run of this pipeline; on a cluster, its executors checked once
     (`check_executors`), not again by every run `goldsmith watch` makes in it."""
+    paths = [config.storage.root, *(source.path for source in config.sources.values())]
+    object_store.check_credentials(paths, config.spark.conf)
     spark = build_session(f"goldsmith-{config.name}", config.spark.master, config.spark.conf)
     check_executors(spark)
     return spark

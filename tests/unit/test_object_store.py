@@ -1,0 +1,54 @@
+"""Object-store settings and the credential check (goldsmith.io.object_store): what a session is given from the
+AWS environment variables, and the one-line error before Spark starts when an s3a:// path has no credential."""
+
+from __future__ import annotations
+
+import pytest
+
+from goldsmith.errors import ConfigError
+from goldsmith.io.object_store import check_credentials, is_object_store, spark_settings
+
+ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}
+H = "spark.hadoop.fs.s3a."
+
+
+def test_schemes() -> None:
+    assert [is_object_store(u) for u in ("s3a://b/x", "S3://b/x", "s3n://b", "/tmp/x", "file:/x", "dbfs:/x", None)] \
+        == [True, True, True, False, False, False, False]
+
+
+def test_a_store_that_is_not_aws_gets_path_style_plain_http_and_a_region() -> None:
+    got = spark_settings({}, ENV)
+    assert got[f"{H}endpoint"] == "http://127.0.0.1:8333"
+    assert got[f"{H}path.style.access"] == "true" and got[f"{H}connection.ssl.enabled"] == "false"
+    assert got[f"{H}endpoint.region"] == "us-east-1"
+    assert (got[f"{H}access.key"], got[f"{H}secret.key"]) == ("key", "secret")
+    assert got["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    https = spark_settings({}, {**ENV, "AWS_ENDPOINT_URL_S3": "https://s3.example.org", "AWS_REGION": "eu-west-1"})
+    assert https[f"{H}endpoint"] == "https://s3.example.org" and https[f"{H}connection.ssl.enabled"] == "true"
+    assert https[f"{H}endpoint.region"] == "eu-west-1"
+
+
+def test_settings_given_win_over_the_environment() -> None:
+    conf = {f"{H}access.key": "from-overlay", f"{H}endpoint": "http://other:9000"}
+    got = spark_settings(conf, ENV)
+    assert f"{H}endpoint" not in got and f"{H}access.key" not in got and f"{H}secret.key" not in got
+
+
+def test_aws_itself_needs_no_endpoint_and_a_session_token_names_its_provider() -> None:
+    got = spark_settings({}, {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"})
+    assert f"{H}endpoint" not in got and f"{H}path.style.access" not in got
+    assert got[f"{H}session.token"] == "t"
+    assert got[f"{H}aws.credentials.provider"].endswith("TemporaryAWSCredentialsProvider")
+    assert spark_settings({}, {}) == {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+                                      f"{H}create.conditional.enabled": "true"}
+
+
+def test_a_missing_credential_is_one_line_naming_the_path_and_the_variable() -> None:
+    check_credentials(["/tmp/lake", "dbfs:/lake"], {}, {})  # nothing on a store: nothing to check
+    check_credentials(["s3a://b/lake"], {}, ENV)
+    check_credentials(["s3a://b/lake"], {f"{H}aws.credentials.provider": "x.InstanceRole"}, {})
+    with pytest.raises(ConfigError) as error:
+        check_credentials(["/tmp/landing", "s3a://b/lake"], {}, {"AWS_ACCESS_KEY_ID": "key"})
+    message = str(error.value)
+    assert "\n" not in message and "s3a://b/lake" in message and "AWS_SECRET_ACCESS_KEY is missing" in message
