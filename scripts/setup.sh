@@ -37,8 +37,9 @@ profile="${1:-demo}"
 case "$profile" in
   demo) extras=(spark examples) ;;
   bench) extras=(spark examples bench sql) ;;
-  test) extras=(spark examples dev bench torch sql) ;;
-  *) echo "goldsmith set-up: unknown profile '$profile' (demo, test or bench)" >&2; exit 2 ;;
+  objectstore) extras=(spark examples tracking) ;;
+  test) extras=(spark examples dev bench torch sql tracking) ;;
+  *) echo "goldsmith set-up: unknown profile '$profile' (demo, test, bench or objectstore)" >&2; exit 2 ;;
 esac
 
 # The stamp holds the inputs' hash on its first line and the extras installed with them on the next ones.
@@ -55,7 +56,11 @@ done
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
 
 # The JVM class archive (goldsmith.class_archive): recorded once per virtualenv and Java; a Spark JVM maps it.
+# Before it, goldsmith's Delta log store for s3a:// (goldsmith.io.object_store) among Spark's jars: compiled once
+# per source with the JDK's javac (without a JDK, object-store commits use Delta's default and a run says so).
 class_archive() {
+  "$venv/bin/python" -m goldsmith.io.object_store --install >/dev/null \
+    || echo "goldsmith set-up: could not build the s3a:// log store (no JDK?); see goldsmith/io/object_store.py" >&2
   [ "${GOLDSMITH_CLASS_ARCHIVE:-1}" = 0 ] && return 0
   "$venv/bin/python" -m goldsmith.class_archive conf/pipelines/flights.yml \
     || echo "goldsmith set-up: could not record the JVM class archive; Spark starts without it (slower)" >&2

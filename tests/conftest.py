@@ -4,10 +4,12 @@ subprocesses wrote through it)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,8 +72,49 @@ def spark() -> Iterator[SparkSession]:
             "spark.sql.adaptive.enabled": "false",
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.cache.maxEntries": "5000",
+            # Expressions evaluated as they are instead of compiled into a Java class per query: on tiny tables
+            # the compile is the cost (Spark's own test suites run both modes). Measured on the items pipeline
+            # (ingest, refine, features of 3 rows) in a warm session, paired: 5.40 -> 4.80 s, 4.85 -> 4.47 s.
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     register_sql_functions(session)
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """The local S3-protocol store of the session (scripts/objectstore: SeaweedFS on loopback)."""
+
+    env: dict[str, str]  # the AWS_* variables a goldsmith process reads
+    bucket: str
+    state: Path  # its folder: data, pid, log
+
+    @property
+    def endpoint(self) -> str:
+        return self.env["AWS_ENDPOINT_URL"]
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """SeaweedFS started once for the session by `scripts/objectstore start` (free loopback ports, a key made
+    for it), stopped by its PID at the end. Without its binary (scripts/seaweedfs/build needs Go): a failure in
+    CI, a skip elsewhere."""
+    state = tmp_path_factory.mktemp("objectstore")
+    env = {**os.environ, "GOLDSMITH_OBJECTSTORE_DIR": str(state)}
+    started = subprocess.run(["bash", str(REPO / "scripts" / "objectstore"), "start", "--bucket", "goldsmith-tests"],
+                             env=env, capture_output=True, text=True, check=False, timeout=300)
+    if started.returncode != 0 and "scripts/seaweedfs/build needs Go" in started.stderr:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no SeaweedFS binary: scripts/test builds it with scripts/seaweedfs/build (needs Go)")
+        pytest.skip("no SeaweedFS binary (scripts/seaweedfs/build needs Go)")
+    assert started.returncode == 0, started.stderr[-3000:]
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
+                   if line.startswith("export "))
+    try:
+        yield ObjectStore(exports, "goldsmith-tests", state)
+    finally:
+        stopped = subprocess.run(["bash", str(REPO / "scripts" / "objectstore"), "stop", "--now"], env=env,
+                                 capture_output=True, text=True, check=False, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr

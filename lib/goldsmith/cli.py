@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="write an example dataset's landing files")
     demo.add_argument("dataset", choices=("flights", "reviews"))
     demo.add_argument(
-        "--dest", type=Path, default=None, help="default: <storage root>/landing ($GOLDSMITH_ROOT or ./lakehouse)"
+        "--dest", default=None,
+        help="a folder or an s3a:// URI (uploaded with the AWS_* variables); default: <storage root>/landing "
+             "($GOLDSMITH_ROOT or ./lakehouse)"
     )
     demo.add_argument("--limit", type=int, default=None, help="flights only: the first N flights")
     demo.add_argument("--scale", type=int, default=None, metavar="SF",
@@ -277,7 +279,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from goldsmith.report import Tables, write_report
 
     config = load_pipeline(args.pipeline, args.overrides, args.env)
-    output = args.output or Path(config.storage.root) / "_reports" / f"{config.name}.html"
+    # Beside the tables, or in the working folder when they are on an object store (an HTML file for a browser).
+    beside = Path("reports") if object_store.is_object_store(config.storage.root) else Path(config.storage.root)
+    output = args.output or beside / "_reports" / f"{config.name}.html"
     # A local lakehouse is read without Spark; a catalog or an object store starts it.
     tables = Tables.of_config(config, lambda: open_lakehouse(session_for(config), config, attach=False))
     path = write_report(None, tables, config, output)
@@ -388,7 +392,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from goldsmith.examples import write_landing
 
-    dest = args.dest or Path(storage_root(None)) / "landing"
+    target = args.dest or f"{storage_root(None).rstrip('/')}/landing"
+    if object_store.is_object_store(target):
+        import tempfile
+
+        object_store.check_credentials([target], {})
+        with tempfile.TemporaryDirectory(prefix="goldsmith-demo-data-") as folder:
+            args.dest = folder
+            cmd_demo_data(args)
+            sent = object_store.upload_folder(Path(folder), target)
+        print(f"uploaded {sent} file(s) to {target}")
+        return 0
+    dest = Path(target)
     if args.scale is not None:
         from goldsmith.scale import write_scaled_flights
 

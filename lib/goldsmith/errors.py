@@ -113,6 +113,36 @@ class LeaseLost(GoldsmithError):
     exit_code = 4
 
 
+class StorageUnavailable(GoldsmithError):
+    """The storage (a disk, an object store) failed an I/O: unreachable, refused, timed out, denied."""
+
+    exit_code = 1
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """When `exc` comes from the JVM and an I/O error is behind it (a `java.io.IOException` in its causes: the
+    object store refused the connection, a timeout, access denied), that error's first line; else None."""
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    seen = 0
+    while java is not None and seen < 20:
+        seen += 1
+        try:
+            kind = java.getClass()
+            io = False
+            while kind is not None:
+                if kind.getName() == "java.io.IOException":
+                    io = True
+                    break
+                kind = kind.getSuperclass()
+            if io:
+                return first_line(str(java.getMessage() or "")) or str(java.getClass().getName())
+            cause = java.getCause()
+        except Exception:  # the JVM is gone: nothing more to learn
+            return None
+        java = None if cause is None or cause.equals(java) else cause
+    return None
+
+
 def first_line(text: str) -> str | None:
     """The first line of `text` that is not blank, stripped; None when there is none."""
     return next((line.strip() for line in text.splitlines() if line.strip()), None)

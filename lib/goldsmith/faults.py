@@ -11,7 +11,8 @@ by SIGKILL the n-th time (default the first) the run reaches `<point>`. The poin
 
 Unset (the default), a fault point costs one dictionary lookup. In the test process, `simulate(point)` raises
 `SimulatedCrash` there instead: the commits made so far stay, nothing after the point runs (but `finally`
-blocks do), so that many crash points are checked without a JVM start each.
+blocks do), so that many crash points are checked without a JVM start each. `simulate(point, action=f)` calls
+`f()` there and lets the run go on: a fault outside the run (its object store killed at that instant).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 ENV = "GOLDSMITH_FAULT"
 _seen: Counter[str] = Counter()
 _lock = threading.Lock()
 _simulated: tuple[str, int] | None = None
+_action: Callable[[], None] | None = None
 
 
 class SimulatedCrash(BaseException):
@@ -35,17 +37,18 @@ class SimulatedCrash(BaseException):
 
 
 @contextmanager
-def simulate(point: str, nth: int = 1) -> Iterator[None]:
-    """Within the block, the `nth` visit of `point` raises `SimulatedCrash` (in this process, any thread)."""
-    global _simulated
+def simulate(point: str, nth: int = 1, action: Callable[[], None] | None = None) -> Iterator[None]:
+    """Within the block, the `nth` visit of `point` raises `SimulatedCrash` (in this process, any thread), or
+    calls `action` and goes on."""
+    global _simulated, _action
     with _lock:
         _seen.clear()
-        _simulated = (point, nth)
+        _simulated, _action = (point, nth), action
     try:
         yield
     finally:
         with _lock:
-            _simulated = None
+            _simulated, _action = None, None
             _seen.clear()
 
 
@@ -68,6 +71,9 @@ def reached(point: str) -> None:
         if _seen[point] != fault[1]:
             return
     if _simulated is not None:
+        if _action is not None:
+            _action()
+            return
         raise SimulatedCrash(point)
     print(f"goldsmith: fault point {point} (visit {fault[1]}): killing the process group", file=sys.stderr,
           flush=True)

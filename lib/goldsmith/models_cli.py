@@ -65,8 +65,10 @@ class CommandLineOps:
 
 
 def _registry(root: str) -> Registry:
+    from goldsmith.io.object_store import check_credentials
     from goldsmith.ml.tracking import open_registry
 
+    check_credentials([root], {})
     # Absolute, as a Lakehouse qualifies it: MLflow's SQLite database is named by it.
     absolute = local_folder(root) or root
     ops = CommandLineOps(absolute)

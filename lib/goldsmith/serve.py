@@ -13,14 +13,11 @@ that reach the JVM, settings that are the server's, tables not granted; every st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -32,7 +29,7 @@ from typing import Any
 
 from goldsmith.errors import BackendUnavailable, ConfigError, PortInUse
 from goldsmith.io.paths import local_folder
-from goldsmith.jvm import cache_dir, spark_jars_dir
+from goldsmith.jvm import compiled_jar
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +46,8 @@ KEYSTORE_PASSWORD = "GOLDSMITH_SQL_KEYSTORE_PASSWORD"
 
 def server_jar() -> Path:
     """The compiled server classes, built with `javac` the first time (named by their sources' hash)."""
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((RESOURCES / name).read_bytes())
-    jar = cache_dir() / "jars" / f"goldsmith-sql-{digest.hexdigest()[:12]}.jar"
-    if jar.exists():
-        return jar
-    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
-    if not javac or not jar_tool:
-        raise BackendUnavailable("goldsmith serve-sql needs a JDK (javac, jar) once, to build its guard and "
-                                 "password check; install a JDK 17")
-    spark_jars = spark_jars_dir()
-    log.info("building the SQL server's guard and password check (once): %s", jar)
-    with tempfile.TemporaryDirectory() as build:
-        done = subprocess.run(
-            [javac, "--release", "17", "-nowarn", "-cp", f"{spark_jars}/*", "-d", build,
-             *[str(RESOURCES / name) for name in SOURCES]],
-            check=False, capture_output=True, text=True,
-        )
-        if done.returncode != 0:
-            raise BackendUnavailable(f"serve-sql: javac failed: {done.stderr.strip()[-2000:]}")
-        jar.parent.mkdir(parents=True, exist_ok=True)
-        partial = jar.with_suffix(".tmp")
-        subprocess.run([jar_tool, "cf", str(partial), "-C", build, "."], check=True, capture_output=True)
-        partial.replace(jar)
-    return jar
+    return compiled_jar("goldsmith-sql", [RESOURCES / name for name in SOURCES],
+                        "goldsmith serve-sql (to build its guard and password check)")
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,14 @@ from goldsmith.jobs.context import RunContext
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           # Each command's JVM runs seconds to a minute on small data: the JIT's first tier only is less CPU
+           # (goldsmith.session.JAVA_OPTIONS; the cluster test passes it to its driver and executor too).
+           "GOLDSMITH_JAVA_OPTIONS": C1_ONLY}
     env.pop("GOLDSMITH_ROOT", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return {**env, **(extra or {})}
@@ -74,7 +78,7 @@ class Reader:
         self.spark = spark
         self._open: dict[str, Lakehouse] = {}
 
-    def _lakehouse(self, root: Path) -> Lakehouse:
+    def _lakehouse(self, root: Path | str) -> Lakehouse:
         """The lakehouse at `root`, opened again when the session's catalog was pointed at another root since
         (an in-process run, another test): its names were dropped then, and must be registered anew."""
         opened = self._open.get(str(root))
@@ -82,18 +86,18 @@ class Reader:
             opened = self._open[str(root)] = Lakehouse(self.spark, str(root))
         return opened
 
-    def rows(self, query: str, root: Path) -> list[dict[str, Any]]:
+    def rows(self, query: str, root: Path | str) -> list[dict[str, Any]]:
         """Every row of `query` over the tables under `root` (at their latest committed versions)."""
         self._lakehouse(root).attach()  # tables created since the last query
         return [r.asDict(recursive=True) for r in self.spark.sql(query).collect()]
 
-    def row(self, query: str, root: Path) -> dict[str, Any]:
+    def row(self, query: str, root: Path | str) -> dict[str, Any]:
         """The first row of `query`."""
         found = self.rows(query, root)
         assert found, f"no row: {query}"
         return found[0]
 
-    def version(self, table: str, root: Path) -> int | None:
+    def version(self, table: str, root: Path | str) -> int | None:
         """The latest Delta version of `layer.table` under `root`."""
         ref = TableRef.parse(table)
         return self._lakehouse(root).version(ref.layer, ref.table)

@@ -1,20 +1,43 @@
-"""The flights pipeline submitted to a real standalone Spark cluster (a master and a worker on 127.0.0.1,
-scripts/cluster), with the `cluster` overlay: a shared storage path, an MLflow server, goldsmith shipped to the
-executors as its wheel. Its gold tables equal the local-mode run's on the same data (`flights_lake`)."""
+"""The production shape: the flights pipeline submitted to a real standalone Spark cluster (a master and a worker
+on 127.0.0.1, scripts/cluster) with the `cluster` overlay, its landing files and lakehouse on an S3-protocol object
+store (SeaweedFS, scripts/objectstore), MLflow as a server on PostgreSQL with its artifacts on the store
+(scripts/tracking), goldsmith shipped to the executors as its wheel. Its gold tables equal the local-mode run's on
+the same data (`flights_lake`); a second run changes nothing; `goldsmith sql` and `goldsmith serve-sql` read the
+gold tables from s3a://."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import BIN, FEATURES_CHECKSUM, FLIGHTS, PREDICTIONS, FirstRun, Reader, free_port, run, start
+from goldsmith.io.object_store import spark_settings, upload_folder
+
+from .conftest import (
+    BIN,
+    C1_ONLY,
+    FEATURES_CHECKSUM,
+    FLIGHTS,
+    PREDICTIONS,
+    REPO,
+    FirstRun,
+    Reader,
+    free_port,
+    listening,
+    run,
+    run_in_process,
+    start,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,58 +69,57 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, int]]:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """An MLflow tracking server (SQLite behind it, artifacts proxied) on loopback."""
-    port = free_port()
-    server = start(str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                   "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "1", log=tmp_path / "mlflow.log")
-    uri = f"http://127.0.0.1:{port}"
+def tracking_server(object_store: Any) -> Iterator[str]:
+    """MLflow as a team runs it (scripts/tracking): a throwaway PostgreSQL cluster as its backend store, the
+    artifacts on the object store, both on loopback; stopped after the test. (Its folder is outside pytest's
+    private one: PostgreSQL runs as its own user when the tests run as root.)"""
+    state = Path(tempfile.mkdtemp(prefix="goldsmith-tracking-"))
+    state.chmod(0o755)
+    env = {**os.environ, **object_store.env, "GOLDSMITH_TRACKING_DIR": str(state),
+           "GOLDSMITH_TRACKING_BUCKET": object_store.bucket}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as page:
-                    if page.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the MLflow server did not answer within 120 s"
-            time.sleep(0.5)
-        yield uri
+        started = subprocess.run(["bash", str(REPO / "scripts" / "tracking"), "start"], env=env, capture_output=True,
+                                 text=True, check=False, timeout=300)
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert "runs in PostgreSQL" in started.stderr and f"s3://{object_store.bucket}/mlflow" in started.stderr
+        yield started.stdout.strip().split("=", 1)[1]
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        subprocess.run(["bash", str(REPO / "scripts" / "tracking"), "stop"], env=env, capture_output=True,
+                       check=False, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
 
 
-def test_cluster_run_equals_local_run(
-    landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], mlflow_server: str,
-    flights_lake: FirstRun, reader: Reader,
+def test_cluster_on_the_object_store_equals_the_local_run(
+    landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], object_store: Any,
+    tracking_server: str, flights_lake: FirstRun, reader: Reader, spark: Any,
 ) -> None:
     url, webui = cluster
-    shared = tmp_path / "shared-lake"
+    store = f"s3a://{object_store.bucket}/cluster"
+    root, on_store_landing = f"{store}/lakehouse", f"{store}/landing"
+    # The landing files (with their malformed lines) uploaded as a client would.
+    assert upload_folder(landing, on_store_landing, object_store.env) == 5
     # PySpark puts `--py-files` entries on the workers' path only when they end in .zip, .egg or .jar: the wheel
     # (a zip archive of the pure-Python package) goes under a .zip name.
     code = tmp_path / goldsmith_wheel.with_suffix(".zip").name
     shutil.copyfile(goldsmith_wheel, code)
-    # What every process of the cluster shares: loopback addresses, the storage path, the tracking server.
-    env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": str(shared), "MLFLOW_TRACKING_URI": mlflow_server}
+    # What every process of the cluster shares: loopback addresses, the storage root, the tracking server, the
+    # store's endpoint and key (the driver puts them in the application's Hadoop settings for the executors).
+    env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": root, "MLFLOW_TRACKING_URI": tracking_server,
+           **object_store.env}
     submit = (
         str(BIN / "spark-submit"), "--master", url, "--py-files", str(code),
         "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
+        "--driver-java-options", C1_ONLY, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}",
     )
-    on_cluster = run(
-        *submit, "spark_jobs/pipeline.py", "conf/pipelines/flights.yml", "--env", "cluster",
-        "--stages", "ingest,refine,features,train,score", "--set", f"vars.landing={landing}",
-        # 11,226 flights on an executor of 2 cores: the overlay's 64 shuffle partitions would be 64 near-empty
-        # tasks per shuffle.
-        "--set", "spark.conf.spark.sql.shuffle.partitions=2",
-        # Only the candidate that won the local run's leaderboard (logistic regression, C=1): the same model on
-        # the same rows, without four more fits logged to the tracking server.
-        "--set", "models.flight_delay.trainer.search={logistic_regression: {C: [1.0]}}",
-        env=env, timeout=1500,
-    )
+    args = ("conf/pipelines/flights.yml", "--env", "cluster", "--stages", "ingest,refine,features,train,score",
+            "--set", f"vars.landing={on_store_landing}",
+            # 11,226 flights on an executor of 2 cores: the overlay's 64 shuffle partitions would be 64 near-empty
+            # tasks per shuffle.
+            "--set", "spark.conf.spark.sql.shuffle.partitions=2",
+            # Only the candidate that won the local run's leaderboard (logistic regression, C=1): the same model
+            # on the same rows, without four more fits logged to the tracking server.
+            "--set", "models.flight_delay.trainer.search={logistic_regression: {C: [1.0]}}")
+    on_cluster = run(*submit, "spark_jobs/pipeline.py", *args, env=env, timeout=1500)
     assert on_cluster.returncode == 0, (on_cluster.stdout + on_cluster.stderr)[-3000:]
     apps = master_state(webui)["completedapps"]
     assert isinstance(apps, list)
@@ -106,13 +128,18 @@ def test_cluster_run_equals_local_run(
     line = next(x for x in on_cluster.stdout.splitlines() if "executors import goldsmith" in x)
     paths = line.split(" from ", 1)[1].split(", ")
     assert all(p.endswith(f"/{code.name}/goldsmith/__init__.py") for p in paths), line
-    assert f"open {mlflow_server}" in on_cluster.stdout  # runs and models went to the tracking server
-    assert not (shared / "_mlflow").exists()
+    assert f"open {tracking_server}" in on_cluster.stdout  # runs and models went to the tracking server
+    assert "no goldsmith-s3-log-store.jar" not in on_cluster.stdout + on_cluster.stderr
 
-    assert reader.row(FEATURES_CHECKSUM, shared) == flights_lake.features
-    assert flights_lake.features["n"] == FLIGHTS
+    # The test process reads the store as the cluster wrote it.
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in spark_settings({}, object_store.env).items():
+        if key.startswith("spark.hadoop."):
+            hadoop.set(key.removeprefix("spark.hadoop."), value)
+    features = reader.row(FEATURES_CHECKSUM, root)
+    assert features == flights_lake.features and features["n"] == FLIGHTS
     local = flights_lake.predictions
-    remote = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, shared)}
+    remote = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, root)}
     assert len(local) > 0 and remote.keys() == local.keys()
     for flight_id, row in remote.items():
         mine = local[flight_id]
@@ -120,6 +147,59 @@ def test_cluster_run_equals_local_run(
         assert row["probability"] == pytest.approx(mine["probability"], abs=1e-6), flight_id
         if abs(mine["probability"] - 0.5) > 1e-6:
             assert row["prediction"] == mine["prediction"], flight_id
+    quarantined = reader.row("select count(*) as n from bronze.flights_quarantine", root)
+    assert quarantined == {"n": 4}
     registered = reader.row("select count(*) as n, max(to_version) as v from ops.model_promotions "
-                            "where alias = 'champion'", shared)
+                            "where alias = 'champion'", root)
     assert registered == {"n": 1, "v": 1}
+    # The champion's model files are on the store, under the tracking server's artifact root.
+    import pyarrow.fs as pafs
+
+    endpoint = object_store.endpoint.split("://", 1)[1]
+    s3 = pafs.S3FileSystem(access_key=object_store.env["AWS_ACCESS_KEY_ID"], scheme="http",
+                           secret_key=object_store.env["AWS_SECRET_ACCESS_KEY"], endpoint_override=endpoint)
+    stored = s3.get_file_info(pafs.FileSelector(f"{object_store.bucket}/mlflow", recursive=True))
+    assert any(f.base_name == "MLmodel" for f in stored), [f.path for f in stored][:20]
+
+    # A second run (in this process, against the same store and server) changes nothing.
+    versions = {t: reader.version(t, root) for t in ("bronze.flights", "silver.flights",
+                                                     "gold.flight_features", "gold.flight_delay_predictions")}
+    os.environ.update({"MLFLOW_TRACKING_URI": tracking_server})
+    try:
+        again = run_in_process(spark, *args[:1], "--set", f"storage.root={root}", *args[3:])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert {r.status for r in again.results} == {"skipped"}, [(r.stage, r.detail) for r in again.results]
+    assert {t: reader.version(t, root) for t in versions} == versions
+
+    # `goldsmith sql` and `goldsmith serve-sql` read the gold table from the store.
+    store_env = {**object_store.env}
+    counted = run(str(BIN / "goldsmith"), "-q", "sql", "select count(*) as n from gold.flight_features",
+                  "--root", root, "--format", "csv", env=store_env)
+    assert counted.returncode == 0 and counted.stdout.split() == ["n", str(FLIGHTS)], counted.stderr[-3000:]
+    port, log = free_port(), tmp_path / "serve-sql.log"
+    server = start(str(BIN / "goldsmith"), "serve-sql", "--root", root, "--port", str(port), "--no-auth",
+                   log=log, env=store_env)
+    try:
+        deadline = time.monotonic() + 180
+        while not listening(port):
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve-sql did not listen within 180 s"
+            time.sleep(0.5)
+        from pyhive import hive
+
+        with hive.connect("127.0.0.1", port=port, username="anyone") as conn:
+            cursor = conn.cursor()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    cursor.execute(FEATURES_CHECKSUM)
+                    break
+                except Exception:  # the tables are attached within a refresh
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(1)
+            (n, h), = cursor.fetchall()
+        assert {"n": n, "h": h} == flights_lake.features
+    finally:
+        server.terminate()
+        server.wait(timeout=120)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from goldsmith.errors import ConfigError
-from goldsmith.io.object_store import check_credentials, is_object_store, spark_settings
+from goldsmith.io.object_store import LOG_STORE_CLASS, check_credentials, is_object_store, spark_settings
 
 ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}
 H = "spark.hadoop.fs.s3a."
@@ -18,12 +18,13 @@ def test_schemes() -> None:
 
 
 def test_a_store_that_is_not_aws_gets_path_style_plain_http_and_a_region() -> None:
-    got = spark_settings({}, ENV)
+    got = spark_settings({}, ENV, log_store=True)
     assert got[f"{H}endpoint"] == "http://127.0.0.1:8333"
     assert got[f"{H}path.style.access"] == "true" and got[f"{H}connection.ssl.enabled"] == "false"
     assert got[f"{H}endpoint.region"] == "us-east-1"
     assert (got[f"{H}access.key"], got[f"{H}secret.key"]) == ("key", "secret")
     assert got["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert got["spark.delta.logStore.s3a.impl"] == got["spark.delta.logStore.s3.impl"] == LOG_STORE_CLASS
     https = spark_settings({}, {**ENV, "AWS_ENDPOINT_URL_S3": "https://s3.example.org", "AWS_REGION": "eu-west-1"})
     assert https[f"{H}endpoint"] == "https://s3.example.org" and https[f"{H}connection.ssl.enabled"] == "true"
     assert https[f"{H}endpoint.region"] == "eu-west-1"
@@ -40,8 +41,8 @@ def test_aws_itself_needs_no_endpoint_and_a_session_token_names_its_provider() -
     assert f"{H}endpoint" not in got and f"{H}path.style.access" not in got
     assert got[f"{H}session.token"] == "t"
     assert got[f"{H}aws.credentials.provider"].endswith("TemporaryAWSCredentialsProvider")
-    assert spark_settings({}, {}) == {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-                                      f"{H}create.conditional.enabled": "true"}
+    assert spark_settings({}, {}, log_store=False) == {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem", f"{H}create.conditional.enabled": "true"}
 
 
 def test_a_missing_credential_is_one_line_naming_the_path_and_the_variable() -> None:

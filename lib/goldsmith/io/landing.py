@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from py4j.java_gateway import is_instance_of
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -30,11 +32,14 @@ CSV_DEFAULTS = {"header": "true", "multiLine": "false", "encoding": "UTF-8"}
 
 @dataclass(frozen=True)
 class LandingFile:
-    """One file in a landing folder, identified by path, size and modification time."""
+    """One file in a landing folder, identified by path, size, modification time and, on an object store, the
+    ETag the store reports (a hash of the content: a file rewritten in place within the same second, with the
+    same size, still differs)."""
 
     path: str
     size: int
     modified_ms: int
+    etag: str = ""
 
 
 def list_files(spark: SparkSession, source: SourceConfig, report: bool = False) -> list[LandingFile]:
@@ -43,17 +48,26 @@ def list_files(spark: SparkSession, source: SourceConfig, report: bool = False) 
     jvm: Any = spark.sparkContext._jvm
     root = jvm.org.apache.hadoop.fs.Path(source.path)
     fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(root):
-        raise ConfigError(f"source path {source.path} does not exist (set it with --set sources.<name>.path=...)")
-    status = fs.getFileStatus(root)
-    statuses = [status] if status.isFile() else list(fs.listStatus(root))
+    # One listing of the folder (a LIST request per 1,000 keys on an object store), no request per file; a path
+    # that is a file lists as itself.
+    try:
+        statuses = list(fs.listStatus(root))
+    except Py4JJavaError as exc:
+        if exc.java_exception.getClass().getName() != "java.io.FileNotFoundException":
+            raise
+        raise ConfigError(f"source path {source.path} does not exist (set it with --set sources.<name>.path=...)") \
+            from None
+    # An object store's statuses carry the object's ETag (Hadoop's EtagSource); a disk's do not.
+    gateway = spark.sparkContext._gateway
+    etags = bool(statuses) and is_instance_of(gateway, statuses[0], "org.apache.hadoop.fs.EtagSource")
     files, unreadable, unmatched = [], [], []
     for st in statuses:
         name = str(st.getPath().getName())
         if not st.isFile() or name.startswith((".", "_")):
             continue
         if matches_glob(name, source.glob):
-            files.append(LandingFile(str(st.getPath().toString()), int(st.getLen()), int(st.getModificationTime())))
+            files.append(LandingFile(str(st.getPath().toString()), int(st.getLen()), int(st.getModificationTime()),
+                                     str(st.getEtag() or "") if etags else ""))
         elif any(name.endswith(ext) and fnmatch.fnmatch(name[: -len(ext)], source.glob)
                  for ext in UNREADABLE_COMPRESSION):
             unreadable.append(name)

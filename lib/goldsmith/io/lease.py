@@ -34,7 +34,7 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.errors import PySparkException
 
-from goldsmith.errors import LeaseHeld, LeaseLost, message_line
+from goldsmith.errors import LeaseHeld, LeaseLost, message_line, storage_failure
 from goldsmith.io import delta_log
 from goldsmith.io.lakehouse import Lakehouse, log_commits
 from goldsmith.io.paths import local_folder
@@ -47,6 +47,9 @@ POLL_SECONDS = 0.5  # a look at the lease is a listing and a small file: millise
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # The lease's events since the last `acquired` are read back; a run's heartbeats for a day fit in far fewer.
 _MOST_EVENTS = 5000
+# Runs of this process that ended but could not commit `released` (the storage failed): this process knows they
+# are over, so its next run (`goldsmith watch`, a notebook) takes their lease at once instead of after its TTL.
+_ENDED_RUNS: set[str] = set()
 
 
 def ttl_seconds() -> float:
@@ -99,6 +102,8 @@ class Holder:
         """Why this lease can be taken, or None while its holder is alive."""
         if self.event == "released":
             return "released"
+        if self.run_id in _ENDED_RUNS:
+            return f"{self.describe()} ended in this process without releasing it (the storage failed)"
         if self.host == socket.gethostname() and not process_alive(self.pid, self.process):
             return f"{self.describe()} is gone (its process no longer runs)"
         age = (now_ms - self.event_ms) / 1000
@@ -236,8 +241,11 @@ class RunLease:
         if self.generation is not None and self._lost is None:
             try:
                 self._commit("released", self.generation)
-            except Exception:  # the lease then expires by its time to live
-                log.warning("lease: could not release the lease of pipeline %s", self.pipeline, exc_info=True)
+            except Exception as exc:  # the lease then expires by its time to live (or this process's next run)
+                _ENDED_RUNS.add(self.run_id)
+                log.warning("lease: could not release the lease of pipeline %s (it expires in %.0f s): %s",
+                            self.pipeline, self.ttl, storage_failure(exc) or message_line(exc))
+                log.debug("lease: release failed", exc_info=True)
         self.generation = None
 
     def check(self) -> None:

@@ -11,26 +11,57 @@ Settings come from the standard places, in this order: the pipeline's `spark.con
 Never from a file in the repository. The keys go into the Hadoop configuration of the application (so a cluster's
 executors have them too); Spark redacts them in its UI and logs (`spark.redaction.regex`).
 
-Delta on S3: a commit is a PUT of `_delta_log/<version>.json`. Delta's S3 LogStore (`S3SingleDriverLogStore`,
-the default for the scheme) makes one JVM's commits exclusive; across processes the connector's conditional
-create (`fs.s3a.create.conditional.enabled`, on here) sends `If-None-Match: *`, which AWS S3 (since 2024) and
-SeaweedFS honour: the second writer of a version gets `412 Precondition Failed` instead of overwriting the first.
-goldsmith's writer lease (`goldsmith.io.lease`) is a Delta table, so it holds wherever that holds; readers never
-need it.
+Delta on S3: a commit is the creation of `_delta_log/<version>.json`, and of two writers of the same version
+exactly one may succeed. Delta's own S3 LogStore (`S3SingleDriverLogStore`) only excludes writers inside one JVM:
+two processes (a second run, a notebook, another cluster) could both write version N, the second silently
+replacing the first. goldsmith's log store (`resources/ConditionalS3LogStore.java`, compiled and put among Spark's
+jars by set-up: `python -m goldsmith.io.object_store --install`) creates the file with `If-None-Match: *`, which
+AWS S3 (since 2024) and SeaweedFS honour: the loser gets 412, which Delta sees as a lost race. Every commit then
+holds across processes, and so does goldsmith's writer lease (`goldsmith.io.lease`), which is a Delta table.
+Without the compiled jar (no JDK at set-up) sessions keep Delta's default and say so once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from urllib.parse import urlparse
 
 from goldsmith.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("s3a://", "s3://", "s3n://")
 _HADOOP = "spark.hadoop.fs.s3a."
 # A credential given as settings, or a provider chain named explicitly (instance roles, web identity, ...).
 _CREDENTIAL_SETTINGS = (f"{_HADOOP}access.key", f"{_HADOOP}aws.credentials.provider")
+LOG_STORE_CLASS = "goldsmith.storage.ConditionalS3LogStore"
+LOG_STORE_JAR = "goldsmith-s3-log-store.jar"  # in Spark's jars folder
+_SOURCE = Path(__file__).resolve().parents[1] / "resources" / "ConditionalS3LogStore.java"
+
+
+def log_store_jar() -> Path:
+    """Where set-up puts the compiled log store: Spark's own jars folder (every JVM of the virtualenv)."""
+    from goldsmith.jvm import spark_jars_dir
+
+    return spark_jars_dir() / LOG_STORE_JAR
+
+
+def install_log_store() -> Path:
+    """Compile the conditional log store (once per source) and copy it among Spark's jars, unless it is there."""
+    from goldsmith.jvm import compiled_jar
+
+    built = compiled_jar("goldsmith-s3-log-store", [_SOURCE], "the s3a:// log store")
+    target = log_store_jar()
+    if not target.exists() or target.read_bytes() != built.read_bytes():
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        shutil.copyfile(built, partial)
+        partial.replace(target)
+    return target
 
 
 def is_object_store(uri: str | None) -> bool:
@@ -42,15 +73,20 @@ def uses_object_store(uris: Iterable[str | None]) -> bool:
     return any(is_object_store(uri) for uri in uris)
 
 
-def spark_settings(conf: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def spark_settings(conf: Mapping[str, str], environ: Mapping[str, str] | None = None,
+                   log_store: bool | None = None) -> dict[str, str]:
     """The S3A settings to add to a new session's `conf` (what `conf` sets itself wins): endpoint, region and
-    credentials from the AWS environment variables, `s3://` as S3A, conditional creates on."""
+    credentials from the AWS environment variables, `s3://` as S3A, and the conditional log store for both
+    schemes when it is installed (`log_store`: whether it is; None: look)."""
     env = os.environ if environ is None else environ
     found: dict[str, str] = {
         # s3:// (MLflow's artifact URIs, AWS's own spelling) through the same connector.
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         f"{_HADOOP}create.conditional.enabled": "true",
     }
+    if log_store if log_store is not None else log_store_jar().is_file():
+        found["spark.delta.logStore.s3a.impl"] = LOG_STORE_CLASS
+        found["spark.delta.logStore.s3.impl"] = LOG_STORE_CLASS
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if endpoint:
@@ -92,3 +128,46 @@ def check_credentials(uris: Iterable[str | None], conf: Mapping[str, str],
         f"AWS_SECRET_ACCESS_KEY ({missing} is missing), or set spark.conf.{_HADOOP}access.key and secret.key "
         "(e.g. ${env:...}) in an overlay"
     )
+
+
+def upload_folder(folder: Path, uri: str, environ: Mapping[str, str] | None = None) -> int:
+    """Copy every file under `folder` to the prefix `uri` (s3a:// or s3://) without a JVM (pyarrow's S3 client,
+    with the endpoint, region and keys of the AWS_* variables); the number of files copied."""
+    from pyarrow import fs as pafs
+
+    env = os.environ if environ is None else environ
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    parsed = urlparse(endpoint) if endpoint else None
+    store = pafs.S3FileSystem(
+        access_key=env.get("AWS_ACCESS_KEY_ID"), secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=env.get("AWS_SESSION_TOKEN"),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_override=parsed.netloc if parsed else None, scheme=parsed.scheme if parsed else "https",
+    )
+    prefix = uri.split("://", 1)[1].rstrip("/")
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
+    for path in files:
+        pafs.copy_files(str(path), f"{prefix}/{path.relative_to(folder).as_posix()}",
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store)
+    return len(files)
+
+
+def warn_without_log_store(uris: Iterable[str | None]) -> None:
+    """Say once, when a path is on an object store and the conditional log store is not installed, what that
+    means for concurrent writers."""
+    if uses_object_store(uris) and not log_store_jar().is_file():
+        log.warning("no %s among Spark's jars (set-up builds it with a JDK): Delta's default S3 log store "
+                    "excludes concurrent commits only inside this process", LOG_STORE_JAR)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m goldsmith.io.object_store --install`: compile and install the conditional log store."""
+    if argv != ["--install"]:
+        print("usage: python -m goldsmith.io.object_store --install", file=sys.stderr)
+        return 2
+    print(install_log_store())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -21,7 +21,7 @@ from goldsmith.io.lakehouse import Lakehouse, Txn
 SCHEMAS: dict[str, str] = {
     "ingested_files": (
         "source STRING, path STRING, size_bytes BIGINT, modified_ms BIGINT, batch_id STRING, "
-        "run_id STRING, ingested_at TIMESTAMP, batch_rows BIGINT"
+        "run_id STRING, ingested_at TIMESTAMP, batch_rows BIGINT, etag STRING"
     ),
     "refined_batches": "silver_table STRING, batch_id STRING, run_id STRING, refined_at TIMESTAMP",
     # A batch's inputs, fixed before its first write (a write-ahead record): a run killed in the middle of the
@@ -215,12 +215,14 @@ class OpsLog:
         return rows
 
     def _ingested(self, source: str) -> list[dict[str, Any]]:
-        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id", "batch_rows")
+        rows = self._rows("ingested_files", "source", "path", "size_bytes", "modified_ms", "batch_id", "batch_rows",
+                          "etag")
         return [r for r in rows if r["source"] == source]
 
-    def ingested_files(self, source: str) -> set[tuple[str, int, int]]:
+    def ingested_files(self, source: str) -> set[tuple[str, int, int, str]]:
         """The identity (`file_identity`) of every file already ingested for `source`."""
-        return {file_identity(r["path"], int(r["size_bytes"]), int(r["modified_ms"])) for r in self._ingested(source)}
+        return {file_identity(r["path"], int(r["size_bytes"]), int(r["modified_ms"]), r.get("etag") or "")
+                for r in self._ingested(source)}
 
     def plans(self, stage: str, table_name: str) -> list[dict[str, Any]]:
         """The batch plans of one stage's table, oldest first."""
@@ -278,12 +280,13 @@ def column_names(table: str) -> list[str]:
     return names
 
 
-def file_identity(path: str, size: int, modified_ms: int) -> tuple[str, int, int]:
-    """What identifies a landing file of a source: its name within the source's folder, its size and its
-    modification time as the storage reports it. Not its full path: the same files reached through another path
-    (a lakehouse moved or mounted elsewhere, a landing path given relative to the working folder) are the same
-    files. A file rewritten in place gets a new size or time, and counts as new."""
-    return path.rstrip("/").rsplit("/", 1)[-1], size, modified_ms
+def file_identity(path: str, size: int, modified_ms: int, etag: str = "") -> tuple[str, int, int, str]:
+    """What identifies a landing file of a source: its name within the source's folder, its size, its
+    modification time and its ETag (object stores; '' on a disk) as the storage reports them. Not its full path:
+    the same files reached through another path (a lakehouse moved or mounted elsewhere, a landing path given
+    relative to the working folder) are the same files. A file rewritten in place gets a new size, time or ETag,
+    and counts as new."""
+    return path.rstrip("/").rsplit("/", 1)[-1], size, modified_ms, etag
 
 
 def _local_rows(path: str, columns: Sequence[str]) -> list[dict[str, Any]] | None:

@@ -85,7 +85,7 @@ def ingest_source(ctx: RunContext, name: str, source: SourceConfig) -> TableResu
     results = [run_batch(ctx, name, source, plan, redo=True) for plan in unfinished_plans(ctx, name)]
     files = list_files(ctx.spark, source, report=True)
     seen = ctx.ops.ingested_files(name)
-    new = [f for f in files if file_identity(f.path, f.size, f.modified_ms) not in seen]
+    new = [f for f in files if file_identity(f.path, f.size, f.modified_ms, f.etag) not in seen]
     if new:
         results.append(run_batch(ctx, name, source, new_plan(ctx, name, new), redo=False))
     if not results:
@@ -108,7 +108,8 @@ def unfinished_plans(ctx: RunContext, name: str) -> list[Plan]:
         if row["batch_id"] in done:
             continue
         inputs = json.loads(row["inputs"])
-        files = tuple(LandingFile(f["path"], int(f["size"]), int(f["modified_ms"])) for f in inputs["files"])
+        files = tuple(LandingFile(f["path"], int(f["size"]), int(f["modified_ms"]), f.get("etag", ""))
+                      for f in inputs["files"])
         plans.append(Plan(int(row["seq"]), row["batch_id"], files, datetime.fromisoformat(inputs["planned_at"])))
     return plans
 
@@ -119,7 +120,7 @@ def new_plan(ctx: RunContext, name: str, files: list[LandingFile]) -> Plan:
     seq = max((int(r["seq"]) for r in previous), default=0) + 1
     plan = Plan(seq, f"{ctx.run_id}-{name}", tuple(files), ctx.started_at)
     inputs = {
-        "files": [{"path": f.path, "size": f.size, "modified_ms": f.modified_ms} for f in files],
+        "files": [{"path": f.path, "size": f.size, "modified_ms": f.modified_ms, "etag": f.etag} for f in files],
         "planned_at": plan.planned_at.isoformat(),
     }
     ctx.ops.append("batch_plans", [{
@@ -228,7 +229,7 @@ def run_batch(ctx: RunContext, name: str, source: SourceConfig, plan: Plan, redo
     ctx.ops.append("ingested_files", [{
         "source": name, "path": f.path, "size_bytes": f.size,
         "modified_ms": f.modified_ms, "batch_id": plan.batch_id,
-        "run_id": ctx.run_id, "ingested_at": now(), "batch_rows": result.records_out,
+        "run_id": ctx.run_id, "ingested_at": now(), "batch_rows": result.records_out, "etag": f.etag,
     } for f in plan.files], txn=txn)
     return result
 

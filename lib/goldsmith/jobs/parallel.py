@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-from goldsmith.errors import StageFailed, message_line
+from goldsmith.errors import StageFailed, StorageUnavailable, message_line, storage_failure
 from goldsmith.jobs.context import RunContext, log
 from goldsmith.transforms.text import register_sql_functions
 
@@ -50,9 +51,15 @@ def for_each_table(
     def named(table_ctx: RunContext, name: str, item: T) -> R:
         try:
             return work(table_ctx, name, item)
-        except PySparkException as exc:
+        except (PySparkException, Py4JJavaError) as exc:
             where = f"{layer}.{name}" if layer else name
             log.debug("stage %s, table %s failed", stage, where, exc_info=True)
+            failed = storage_failure(exc)
+            if failed is not None:
+                raise StorageUnavailable(f"stage {stage} failed on {where}: storage {ctx.lakehouse.root} "
+                                         f"failed: {failed}") from exc
+            if not isinstance(exc, PySparkException):
+                raise
             raise StageFailed(f"stage {stage} failed on {where}: {message_line(exc)}") from exc
 
     if workers <= 1:

@@ -7,12 +7,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
 from goldsmith import faults
 from goldsmith.config.models import PipelineConfig
-from goldsmith.errors import ConfigError, GoldsmithError, LeaseHeld, StageFailed, message_line
+from goldsmith.errors import (
+    ConfigError,
+    GoldsmithError,
+    LeaseHeld,
+    StageFailed,
+    StorageUnavailable,
+    message_line,
+    storage_failure,
+)
 from goldsmith.io import object_store
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.lease import RunLease, held_elsewhere
@@ -60,6 +69,7 @@ def session_for(config: PipelineConfig) -> SparkSession:
     (`check_executors`), not again by every run `goldsmith watch` makes in it."""
     paths = [config.storage.root, *(source.path for source in config.sources.values())]
     object_store.check_credentials(paths, config.spark.conf)
+    object_store.warn_without_log_store(paths)
     spark = build_session(f"goldsmith-{config.name}", config.spark.master, config.spark.conf)
     check_executors(spark)
     return spark
@@ -107,6 +117,16 @@ def run_pipeline(
     return ctx
 
 
+def _record_quietly(record: Callable[[], object], what: str) -> None:
+    """Record after a failure; when that fails too (the storage is gone), say so in one line and go on, so that
+    the run's own failure is the one raised."""
+    try:
+        record()
+    except Exception as exc:
+        log.warning("could not record %s: %s", what, storage_failure(exc) or message_line(exc))
+        log.debug("recording %s failed", what, exc_info=True)
+
+
 def _run_stages(ctx: RunContext, chosen: list[str], lease: RunLease) -> None:
     config = ctx.config
     status: RunStatus = "ok"
@@ -122,13 +142,24 @@ def _run_stages(ctx: RunContext, chosen: list[str], lease: RunLease) -> None:
                         for result in STAGES[stage](ctx):  # skipped tables too, for the caller
                             if all(result is not kept for kept in ctx.results):
                                 ctx.results.append(result)
-                    finally:
-                        ctx.flush()
+                    except BaseException:
+                        _record_quietly(ctx.flush, "the stage's table results")  # the failure is what matters
+                        raise
+                    ctx.flush()
                 log.info("[%s] done in %.1f s", stage, timer.seconds)
         except GoldsmithError as exc:
             status, message = "failed", str(exc)
             raise
-        except PySparkException as exc:
+        except (PySparkException, Py4JJavaError) as exc:
+            failed = storage_failure(exc)
+            if failed is not None:
+                status, message = "failed", f"[{stage}] storage {ctx.lakehouse.root} failed: {failed}"
+                log.debug("stage %s failed", stage, exc_info=True)
+                raise StorageUnavailable(f"stage {stage} failed: storage {ctx.lakehouse.root} failed: {failed}") \
+                    from exc
+            if not isinstance(exc, PySparkException):
+                status, message = "error", f"{type(exc).__name__}: {message_line(exc)}"
+                raise
             # Spark's own errors here are data or schema problems (an ANSI cast of a bad value, a column
             # added to a source): one line with Spark's error class; the stack trace at debug level.
             first = message_line(exc)
@@ -141,11 +172,15 @@ def _run_stages(ctx: RunContext, chosen: list[str], lease: RunLease) -> None:
         finally:
             # A run that found nothing to do changes no table, its own log included: re-running is a no-op.
             if ctx.changed or status != "ok":
-                ctx.ops.append("run_log", [{
+                row = {
                     "run_id": ctx.run_id, "pipeline": config.name, "stages": ",".join(chosen), "status": status,
                     "message": message[:2000], "started_at": ctx.started_at, "finished_at": now(),
                     "duration_seconds": round(time.perf_counter() - total.start, 3),
-                }])
+                }
+                if status == "ok":
+                    ctx.ops.append("run_log", [row])
+                else:  # a failed run's own error is what the user must see, not a second one of its log
+                    _record_quietly(lambda: ctx.ops.append("run_log", [row]), "ops.run_log")
     if not ctx.changed:
         log.info("run %s: nothing new, no table changed (%.1f s)", ctx.run_id, total.seconds)
     else:

@@ -35,7 +35,7 @@ def input_signature(spark: SparkSession, config: PipelineConfig) -> str:
         digest.update(f"\0{path}\0".encode() + (path.read_bytes() if path.is_file() else b"(missing)"))
     for name, source in sorted(config.sources.items()):
         for f in list_files(spark, source):
-            digest.update(f"\0{name}\0{f.path}\0{f.size}\0{f.modified_ms}".encode())
+            digest.update(f"\0{name}\0{f.path}\0{f.size}\0{f.modified_ms}\0{f.etag}".encode())
     return digest.hexdigest()
 
 
