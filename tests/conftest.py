@@ -72,10 +72,6 @@ def spark() -> Iterator[SparkSession]:
             "spark.sql.adaptive.enabled": "false",
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.cache.maxEntries": "5000",
-            # Expressions evaluated as they are instead of compiled into a Java class per query: on tiny tables
-            # the compile is the cost (Spark's own test suites run both modes). Measured on the items pipeline
-            # (ingest, refine, features of 3 rows) in a warm session, paired: 5.40 -> 4.80 s, 4.85 -> 4.47 s.
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     register_sql_functions(session)

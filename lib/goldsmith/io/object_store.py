@@ -29,6 +29,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from goldsmith.errors import ConfigError
@@ -45,10 +46,15 @@ _SOURCE = Path(__file__).resolve().parents[1] / "resources" / "ConditionalS3LogS
 
 
 def log_store_jar() -> Path:
-    """Where set-up puts the compiled log store: Spark's own jars folder (every JVM of the virtualenv)."""
+    """Where set-up puts the compiled log store: Spark's own jars folder (every JVM of the virtualenv). Under
+    spark-submit pyspark is imported from an archive: its `SPARK_HOME` names the folder then."""
     from goldsmith.jvm import spark_jars_dir
 
-    return spark_jars_dir() / LOG_STORE_JAR
+    installed = spark_jars_dir() / LOG_STORE_JAR
+    home = os.environ.get("SPARK_HOME")
+    if not installed.is_file() and home and (Path(home) / "jars" / LOG_STORE_JAR).is_file():
+        return Path(home) / "jars" / LOG_STORE_JAR
+    return installed
 
 
 def install_log_store() -> Path:
@@ -150,6 +156,41 @@ def upload_folder(folder: Path, uri: str, environ: Mapping[str, str] | None = No
         pafs.copy_files(str(path), f"{prefix}/{path.relative_to(folder).as_posix()}",
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store)
     return len(files)
+
+
+def arrow_options(hadoop_conf: Any, uri: str) -> dict[str, str] | None:
+    """For Python code that reads `uri` with pyarrow where the JVM's settings do not reach (a Python worker on a
+    cluster's executor): the S3A settings of the application (per bucket first) as pyarrow `S3FileSystem`
+    arguments; None when `uri` is not on an object store. Keys that are not set are left out (pyarrow then uses the
+    AWS environment of the worker)."""
+    if not is_object_store(uri):
+        return None
+    bucket = urlparse(uri).netloc
+
+    def get(key: str) -> str | None:
+        value = hadoop_conf.get(f"fs.s3a.bucket.{bucket}.{key}") or hadoop_conf.get(f"fs.s3a.{key}")
+        return str(value) if value else None
+
+    found = {"access_key": get("access.key"), "secret_key": get("secret.key"), "session_token": get("session.token"),
+             "region": get("endpoint.region")}
+    endpoint = get("endpoint")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        ssl = (get("connection.ssl.enabled") or "true").lower() == "true"
+        found["endpoint_override"] = parsed.netloc
+        found["scheme"] = parsed.scheme if "://" in endpoint else ("https" if ssl else "http")
+        found["region"] = found["region"] or "us-east-1"
+    return {key: value for key, value in found.items() if value}
+
+
+def arrow_path(uri: str, options: dict[str, str] | None) -> tuple[str, Any]:
+    """The path and pyarrow file system that read `uri` (`arrow_options` for an object store; a plain path
+    otherwise)."""
+    if options is None:
+        return uri, None
+    from pyarrow import fs as pafs
+
+    return uri.split("://", 1)[1], pafs.S3FileSystem(**options)
 
 
 def warn_without_log_store(uris: Iterable[str | None]) -> None:

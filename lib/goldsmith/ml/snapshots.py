@@ -52,8 +52,14 @@ def arrow_path(uri: str) -> str:
     return uri
 
 
-def read_snapshot(uri: str) -> pd.DataFrame:
-    """A whole snapshot as one pandas DataFrame (on a worker)."""
+def read_snapshot(uri: str, store: dict[str, str] | None = None) -> pd.DataFrame:
+    """A whole snapshot as one pandas DataFrame (on a worker); `store`: the object store's settings
+    (`goldsmith.io.object_store.arrow_options`, taken on the driver) when `uri` is on one."""
     import pyarrow.parquet as pq
 
+    if store is not None:
+        from goldsmith.io.object_store import arrow_path as store_path
+
+        path, filesystem = store_path(uri, store)
+        return pq.read_table(path, filesystem=filesystem).to_pandas()
     return pq.read_table(arrow_path(uri)).to_pandas()

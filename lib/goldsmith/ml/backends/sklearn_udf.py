@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 )
 
 from goldsmith.errors import ConfigError, StageFailed
+from goldsmith.io.object_store import arrow_options
 from goldsmith.ml.base import (
     LABEL,
     WEIGHT,
@@ -313,6 +314,8 @@ class SklearnUdfBackend(Backend):
         write_snapshot(sample_rows(sets.train.select(*columns), problem.spec.trainer.max_train_rows, problem.seed),
                        train_uri)
         write_snapshot(sets.validation.select(*columns), validation_uri)
+        # On an object store the workers' pyarrow reads the snapshots with the application's S3A settings.
+        store = arrow_options(sets.train.sparkSession.sparkContext._jsc.hadoopConfiguration(), train_uri)
 
         def fit(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             import pandas as pd
@@ -326,7 +329,7 @@ class SklearnUdfBackend(Backend):
                                            "validation_rows": 0, "seconds": 0.0, "error": None}
                     try:
                         if not snapshots:
-                            snapshots.extend([read_snapshot(train_uri), read_snapshot(validation_uri)])
+                            snapshots.extend([read_snapshot(train_uri, store), read_snapshot(validation_uri, store)])
                         train, validation = snapshots
                         fitted = fit_and_score(problem, algorithm, params, train, validation)
                         row.update(model=cloudpickle.dumps(fitted.model), metrics=json.dumps(fitted.metrics),
