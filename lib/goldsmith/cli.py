@@ -400,8 +400,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="goldsmith-demo-data-") as folder:
             args.dest = folder
             cmd_demo_data(args)
+            files = sum(1 for path in Path(folder).rglob("*") if path.is_file())
             sent = object_store.upload_folder(Path(folder), target)
-        print(f"uploaded {sent} file(s) to {target}")
+        kept = f" ({files - sent} there already, with the same size)" if sent < files else ""
+        print(f"uploaded {sent} of {files} file(s) to {target}{kept}")
         return 0
     dest = Path(target)
     if args.scale is not None:

@@ -138,7 +138,9 @@ def check_credentials(uris: Iterable[str | None], conf: Mapping[str, str],
 
 def upload_folder(folder: Path, uri: str, environ: Mapping[str, str] | None = None) -> int:
     """Copy every file under `folder` to the prefix `uri` (s3a:// or s3://) without a JVM (pyarrow's S3 client,
-    with the endpoint, region and keys of the AWS_* variables); the number of files copied."""
+    with the endpoint, region and keys of the AWS_* variables); the number of files copied. An object already
+    there with the same size is left alone, as the local example writer leaves a current file: rewriting it
+    would give it a new time and ETag, and make it a new landing file."""
     from pyarrow import fs as pafs
 
     env = os.environ if environ is None else environ
@@ -152,10 +154,15 @@ def upload_folder(folder: Path, uri: str, environ: Mapping[str, str] | None = No
     )
     prefix = uri.split("://", 1)[1].rstrip("/")
     files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
+    copied = 0
     for path in files:
-        pafs.copy_files(str(path), f"{prefix}/{path.relative_to(folder).as_posix()}",
-                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store)
-    return len(files)
+        target = f"{prefix}/{path.relative_to(folder).as_posix()}"
+        there = store.get_file_info(target)
+        if there.type == pafs.FileType.File and there.size == path.stat().st_size:
+            continue
+        pafs.copy_files(str(path), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store)
+        copied += 1
+    return copied
 
 
 def arrow_options(hadoop_conf: Any, uri: str) -> dict[str, str] | None:
