@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith import faults
 from goldsmith.config import load_pipeline
-from goldsmith.errors import GoldsmithError
+from goldsmith.errors import ConfigError, GoldsmithError
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.landing import list_files
 from goldsmith.io.object_store import LOG_STORE_CLASS, spark_settings
@@ -200,3 +200,22 @@ def test_a_store_killed_during_a_run_fails_it_naming_the_storage_and_the_next_ru
         assert {t: lakehouse.version(*t.split(".")) for t in TABLES} == versions
     finally:
         subprocess.run(["bash", script, "stop", "--now"], env=env, capture_output=True, check=False, timeout=120)
+
+
+def test_demo_data_uploads_the_example_once(object_store: Any, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`goldsmith demo-data reviews --dest s3a://...` (no JVM): the files go up once; run again, the objects of the
+    same size stay (a new upload would be a new landing file); without a secret key it is one line."""
+    from goldsmith.cli import build_parser, cmd_demo_data
+
+    for key, value in object_store.env.items():
+        monkeypatch.setenv(key, value)
+    dest = f"s3a://{object_store.bucket}/runs/demo-data/landing"
+    args = ["demo-data", "reviews", "--dest", dest]
+    assert cmd_demo_data(build_parser().parse_args(args)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"uploaded 2 of 2 file(s) to {dest}"
+    assert cmd_demo_data(build_parser().parse_args(args)) == 0
+    assert "uploaded 0 of 2 file(s)" in capsys.readouterr().out
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError, match="AWS_SECRET_ACCESS_KEY is missing"):
+        cmd_demo_data(build_parser().parse_args(args))
