@@ -92,6 +92,7 @@ def tracking_server(object_store: Any) -> Iterator[str]:
 def test_cluster_on_the_object_store_equals_the_local_run(
     landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], object_store: Any,
     tracking_server: str, flights_lake: FirstRun, reader: Reader, spark: Any, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, webui = cluster
     store = f"s3a://{object_store.bucket}/cluster"
@@ -176,9 +177,13 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     # `goldsmith serve-sql` (its own JVM) read the gold table from the store.
     from goldsmith.cli import build_parser, cmd_sql
 
+    capsys.readouterr()  # what the test printed so far
+    for key, value in object_store.env.items():  # the store's key, as the command's user would have it
+        monkeypatch.setenv(key, value)
     assert cmd_sql(build_parser().parse_args(["sql", "select count(*) as n from gold.flight_features",
                                               "--root", root, "--format", "csv"])) == 0
-    assert capsys.readouterr().out.split() == ["n", str(FLIGHTS)]
+    printed = capsys.readouterr().out
+    assert printed.split() == ["n", str(FLIGHTS)], printed[-3000:]
     port, log = free_port(), tmp_path / "serve-sql.log"
     server = start(str(BIN / "goldsmith"), "serve-sql", "--root", root, "--port", str(port), "--no-auth",
                    log=log, env={**object_store.env})
