@@ -13,10 +13,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,24 @@ def run_in_process(spark: SparkSession, pipeline: str, *args: str) -> RunContext
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     stages = next((args[i + 1] for i, a in enumerate(args) if a == "--stages"), None)
     return run_pipeline(load_pipeline(REPO / pipeline, overrides), stages.split(",") if stages else None, spark)
+
+
+def serve(root: Path | str, log: Path, *extra: str, env: dict[str, str] | None = None,
+          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """`goldsmith serve-sql` on a free port, until SIGTERM."""
+    port = free_port()
+    server = start(str(BIN / "goldsmith"), "serve-sql", "--root", str(root), "--port", str(port),
+                   "--refresh-seconds", "1", *extra, log=log, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not listening(port):
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve-sql did not listen within 180 s"
+            time.sleep(0.5)
+        yield port, server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
 
 
 def free_port() -> int:

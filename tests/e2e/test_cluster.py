@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from goldsmith.io.object_store import spark_settings, upload_folder
+from goldsmith.io.object_store import configure, upload_folder
 
 from .conftest import (
     BIN,
@@ -33,10 +33,9 @@ from .conftest import (
     FirstRun,
     Reader,
     free_port,
-    listening,
     run,
     run_in_process,
-    start,
+    serve,
 )
 
 pytestmark = pytest.mark.slow
@@ -133,10 +132,7 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     assert "no goldsmith-s3-log-store.jar" not in on_cluster.stdout + on_cluster.stderr
 
     # The test process reads the store as the cluster wrote it.
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in spark_settings({}, object_store.env).items():
-        if key.startswith("spark.hadoop."):
-            hadoop.set(key.removeprefix("spark.hadoop."), value)
+    configure(spark.sparkContext._jsc.hadoopConfiguration(), object_store.env)
     features = reader.row(FEATURES_CHECKSUM, root)
     assert features == flights_lake.features and features["n"] == FLIGHTS
     local = flights_lake.predictions
@@ -184,15 +180,10 @@ def test_cluster_on_the_object_store_equals_the_local_run(
                                               "--root", root, "--format", "csv"])) == 0
     printed = capsys.readouterr().out
     assert printed.split() == ["n", str(FLIGHTS)], printed[-3000:]
-    port, log = free_port(), tmp_path / "serve-sql.log"
-    server = start(str(BIN / "goldsmith"), "serve-sql", "--root", root, "--port", str(port), "--no-auth",
-                   log=log, env={**object_store.env})
+    log = tmp_path / "serve-sql.log"
+    served = serve(root, log, "--no-auth", env={**object_store.env})
+    port, _ = next(served)
     try:
-        deadline = time.monotonic() + 180
-        while not listening(port):
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "serve-sql did not listen within 180 s"
-            time.sleep(0.5)
         from pyhive import hive
 
         with hive.connect("127.0.0.1", port=port, username="anyone") as conn:
@@ -208,5 +199,4 @@ def test_cluster_on_the_object_store_equals_the_local_run(
             (n, h), = cursor.fetchall()
         assert {"n": n, "h": h} == flights_lake.features
     finally:
-        server.terminate()
-        server.wait(timeout=120)
+        next(served, None)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -32,7 +31,7 @@ from .conftest import (
     listening,
     run,
     run_in_process,
-    start,
+    serve,
 )
 
 pytestmark = pytest.mark.slow
@@ -204,24 +203,6 @@ def csv_rows(output: str) -> list[list[str]]:
     """beeline's csv2 output without the JVM's warnings and what it echoes: the header and rows of each query."""
     lines = (PROMPT.sub("", line).strip() for line in output.splitlines())
     return [line.split(",") for line in lines if line and not line.startswith(("WARNING", "SLF4J"))]
-
-
-def serve(root: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
-          ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """`goldsmith serve-sql` on a free port, until SIGTERM."""
-    port = free_port()
-    server = start(str(BIN / "goldsmith"), "serve-sql", "--root", str(root), "--port", str(port),
-                   "--refresh-seconds", "1", *extra, log=log, env=env)
-    try:
-        deadline = time.monotonic() + 180
-        while not listening(port):
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "serve-sql did not listen within 180 s"
-            time.sleep(0.5)
-        yield port, server
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
 
 
 def keystores(folder: Path) -> tuple[Path, Path, Path]:

@@ -21,7 +21,7 @@ from goldsmith.config import load_pipeline
 from goldsmith.errors import ConfigError, GoldsmithError
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.landing import list_files
-from goldsmith.io.object_store import LOG_STORE_CLASS, spark_settings
+from goldsmith.io.object_store import LOG_STORE_CLASS, configure
 from goldsmith.jobs.pipeline import run_pipeline
 
 pytestmark = pytest.mark.usefixtures("s3")
@@ -33,10 +33,7 @@ TABLES = ("bronze.items", "silver.items", "silver.items_quarantine", "gold.total
 def s3(spark: SparkSession, object_store: Any) -> str:
     """This session's S3A connector pointed at the local store (what a new session takes from the AWS_*
     variables); the bucket's URI."""
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in spark_settings({}, object_store.env).items():
-        if key.startswith("spark.hadoop."):
-            hadoop.set(key.removeprefix("spark.hadoop."), value)
+    configure(spark.sparkContext._jsc.hadoopConfiguration(), object_store.env)
     return f"s3a://{object_store.bucket}"
 
 
@@ -160,9 +157,7 @@ def test_a_store_killed_during_a_run_fails_it_naming_the_storage_and_the_next_ru
     try:
         hadoop = spark.sparkContext._jsc.hadoopConfiguration()
         bucket = "fs.s3a.bucket.goldsmith-kill."
-        for key, value in spark_settings({}, exports).items():
-            if key.startswith("spark.hadoop.fs.s3a."):
-                hadoop.set(bucket + key.removeprefix("spark.hadoop.fs.s3a."), value)
+        configure(hadoop, exports, bucket="goldsmith-kill")
         # A dead store fails an operation after one quick retry here (defaults: minutes of back-off).
         for key, value in {"retry.limit": "1", "attempts.maximum": "1", "retry.interval": "100ms"}.items():
             hadoop.set(bucket + key, value)

@@ -115,6 +115,16 @@ def spark_settings(conf: Mapping[str, str], environ: Mapping[str, str] | None = 
     return {name: value for name, value in found.items() if name not in conf}
 
 
+def configure(hadoop_conf: Any, environ: Mapping[str, str], bucket: str | None = None) -> None:
+    """Point a running application's S3A connector at the store `environ` (AWS_* variables) describes: the
+    settings `spark_settings` gives a new session, set on its Hadoop configuration (for `bucket` only, when
+    given: S3A's per-bucket settings). For a session made before the variables were known (a test's)."""
+    prefix = f"fs.s3a.bucket.{bucket}." if bucket else "fs.s3a."
+    for key, value in spark_settings({}, environ, log_store=False).items():
+        if key.startswith("spark.hadoop.fs.s3a."):
+            hadoop_conf.set(prefix + key.removeprefix("spark.hadoop.fs.s3a."), value)
+
+
 def check_credentials(uris: Iterable[str | None], conf: Mapping[str, str],
                       environ: Mapping[str, str] | None = None) -> None:
     """Before Spark starts: a one-line `ConfigError` when a path is on an object store and no credential is
