@@ -6,6 +6,8 @@
 #                             and PyTorch (the torch-distributor backend; ~2.6 GB
 #                             with the CUDA runtime wheels PyPI pairs it with, kept in the cache once)
 #   scripts/setup.sh bench    the demo's packages plus DuckDB
+#   scripts/setup.sh horovod  the demo's packages plus PyTorch and Horovod (the horovod backend; Horovod is built
+#                             from its sdist once, ~2-15 minutes, and cached: scripts/horovod/build); `test` too
 # Re-running it does nothing when .venv is current (its stamp matches pyproject.toml, this script and the
 # extras asked for); a later `test` after a `demo` set-up adds only the test packages.
 set -euo pipefail
@@ -38,13 +40,15 @@ case "$profile" in
   demo) extras=(spark examples) ;;
   bench) extras=(spark examples bench sql) ;;
   objectstore) extras=(spark examples tracking) ;;
-  test) extras=(spark examples dev bench torch sql tracking) ;;
-  *) echo "goldsmith set-up: unknown profile '$profile' (demo, test, bench or objectstore)" >&2; exit 2 ;;
+  horovod) extras=(spark examples torch horovod) ;;
+  test) extras=(spark examples dev bench torch horovod sql tracking) ;;
+  *) echo "goldsmith set-up: unknown profile '$profile' (demo, test, bench, horovod or objectstore)" >&2; exit 2 ;;
 esac
 
 # The stamp holds the inputs' hash on its first line and the extras installed with them on the next ones.
 stamp="$venv/.goldsmith-setup"
-want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/fetch_jars.py scripts/horovod/build scripts/horovod/cxx17.patch \
+  | sha256sum | cut -d' ' -f1)
 installed=()
 if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ] && [ -x "$venv/bin/goldsmith" ]; then
   mapfile -t installed < <(tail -n +2 "$stamp")
@@ -66,7 +70,18 @@ class_archive() {
     || echo "goldsmith set-up: could not record the JVM class archive; Spark starts without it (slower)" >&2
 }
 
+# Horovod: PyPI's sdist built once against the installed torch (scripts/horovod/build; a no-op when installed).
+horovod() {
+  [[ " ${extras[*]} " == *" horovod "* ]] || return 0
+  bash scripts/horovod/build "$venv/bin/python" && return 0
+  case "${CI:-}" in
+    1|true|TRUE|True|yes) echo "goldsmith set-up: Horovod did not build, and CI runs its tests" >&2; exit 1 ;;
+  esac
+  echo "goldsmith set-up: Horovod did not build; the horovod backend and its tests are unavailable" >&2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  horovod
   class_archive
   exit 0
 fi
@@ -99,5 +114,6 @@ jars_dir=$(spark_jars)
 "$venv/bin/python" scripts/fetch_jars.py "$cache" "$jars_dir"
 
 printf '%s\n' "$want" "${all[@]}" > "$stamp"
+horovod
 class_archive
 echo "goldsmith set-up: done"

@@ -14,7 +14,9 @@ from goldsmith.session import build_session
 
 
 def parse_sql_files(config: PipelineConfig) -> int:
-    """Parse (not analyse: tables may not exist yet) each SQL file and expectation; return files parsed."""
+    """Check that each model's training backend is installed, then parse (not analyse: tables may not exist yet)
+    each SQL file and expectation; return files parsed."""
+    check_backends(config)
     return check_sql(build_session(f"goldsmith-validate-{config.name}", "local[1]", config.spark.conf), config)
 
 
@@ -42,6 +44,14 @@ def check_sql(spark: SparkSession, config: PipelineConfig, stages: Sequence[str]
                     f"silver.{name}.expectations.{expectation.name}: rule does not parse: {_first_line(exc)}"
                 ) from None
     return len(files)
+
+
+def check_backends(config: PipelineConfig) -> None:
+    """BackendUnavailable, naming what to install, for the first model whose training backend is missing here."""
+    from goldsmith.ml.backends import require
+
+    for spec in config.models.values():
+        require(spec.trainer.backend)
 
 
 def _first_line(exc: Exception) -> str:

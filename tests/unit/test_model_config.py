@@ -1,4 +1,4 @@
-"""The model section of a pipeline: validation, search grids, the horovod refusal, promotion gates, and the
+"""The model section of a pipeline: validation, search grids, the horovod backend's check, promotion gates, and the
 profile / bias / slices / monitor / label-issue sections."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from goldsmith.config.models import (
     PipelineConfig,
     TrainerConfig,
 )
-from goldsmith.errors import ConfigError
+from goldsmith.errors import BackendUnavailable, ConfigError
 from goldsmith.ml.registry import check_gates
 from goldsmith.quality.bias import POST_TRAINING, PRE_TRAINING
 
@@ -52,11 +52,25 @@ def test_the_shipped_pipelines_define_their_models() -> None:
     assert len(sentiment.trainer.candidates()) == 3
 
 
-def test_horovod_is_refused_with_the_reason_and_the_alternative(tmp_path: Path) -> None:
-    message = error_of(spec(trainer={"backend": "horovod", "algorithm": "mlp"}))
-    assert "Horovod 0.28.1" in message and "PyTorch >= 2.1" in message and "torch-distributor" in message
-    with pytest.raises(ConfigError, match="torch-distributor"):
-        load_pipeline(REPO / "conf/pipelines/flights.yml", ["models.flight_delay.trainer.backend=horovod"])
+def test_horovod_trains_the_mlp_and_names_what_to_install_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldsmith.ml import backends
+    from goldsmith.validate import check_backends
+
+    horovod = spec(trainer={"backend": "horovod", "algorithm": "mlp", "num_processes": 2})
+    assert ModelSpec.model_validate(horovod).trainer.backend == "horovod"
+    assert "horovod has no binary algorithm 'gbt' (choose from mlp)" in error_of(
+        spec(trainer={"backend": "horovod", "algorithm": "gbt"}))
+    assert "horovod trains on numeric and categorical" in error_of(
+        spec(trainer={"backend": "horovod", "algorithm": "mlp"}, features={"numeric": ["x"], "text": ["t"]}))
+    config = load_pipeline(REPO / "conf/pipelines/flights.yml", [
+        "models.flight_delay.trainer={backend: horovod, algorithm: mlp}"])
+    # Where Horovod's PyTorch extension is not installed, validation (and a run's first step) says what to install.
+    real = backends.find_spec
+    monkeypatch.setattr(backends, "find_spec", lambda name: None if name.startswith("horovod") else real(name))
+    with pytest.raises(BackendUnavailable) as missing:
+        check_backends(config)
+    message = str(missing.value)
+    assert "goldsmith[horovod]" in message and "scripts/horovod/build" in message and "\n" not in message
 
 
 def test_search_grid_expands_to_every_combination() -> None:

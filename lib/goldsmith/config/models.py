@@ -138,12 +138,6 @@ class GoldTable(Model):
     )
 
 
-HOROVOD_MESSAGE = (
-    "trainer.backend 'horovod' is not shipped: Horovod 0.28.1 (its last release, 2023) does not build against "
-    "PyTorch >= 2.1 (it needs C++17; the fix was never released) and horovod[spark] pins pyarrow < 11; Databricks "
-    "deprecated HorovodRunner in favour of TorchDistributor. Use `backend: torch-distributor`, which trains the "
-    "same data-parallel model with PyTorch DDP"
-)
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall", "log_loss"),
@@ -162,6 +156,7 @@ ALGORITHMS: dict[str, dict[str, tuple[str, ...]]] = {
         "regression": ("ridge", "hist_gradient_boosting", "random_forest"),
     },
     "torch-distributor": {"binary": ("mlp",), "multiclass": ("mlp",), "regression": ("mlp",)},
+    "horovod": {"binary": ("mlp",), "multiclass": ("mlp",), "regression": ("mlp",)},
 }
 ParamValue = str | int | float | bool | None
 
@@ -234,13 +229,14 @@ class TrainerConfig(Model):
     max_train_rows: int | None = Field(
         default=None, ge=100, description="sklearn-udf / torch: train on a seeded sample of at most this many rows"
     )
-    num_processes: int = Field(default=2, ge=1, description="torch-distributor: DDP processes")
-    local_mode: bool = Field(default=True, description="torch-distributor: torchrun on the driver, or barrier tasks")
+    num_processes: int = Field(default=2, ge=1, description="torch-distributor / horovod: training processes (ranks)")
+    local_mode: bool = Field(
+        default=True,
+        description="torch-distributor: torchrun on the driver, or barrier tasks (horovod's ranks are always tasks)",
+    )
 
     @model_validator(mode="after")
     def _supported(self) -> TrainerConfig:
-        if self.backend == "horovod":
-            raise ValueError(HOROVOD_MESSAGE)
         if self.group_by is not None:
             _check_ident(self.group_by, "group_by column")
             if self.backend != "sklearn-udf":
@@ -451,9 +447,9 @@ class ModelSpec(Model):
             unknown = [f for f in self.monitor.features if f not in self.features.all]
             if unknown:
                 raise ValueError(f"monitor.features: {', '.join(unknown)} are not features of the model")
-        if self.features.text and self.trainer.backend == "torch-distributor":
-            raise ValueError("torch-distributor trains on numeric and categorical features; text needs spark-ml or "
-                             "sklearn-udf")
+        if self.features.text and self.trainer.backend in ("torch-distributor", "horovod"):
+            raise ValueError(f"{self.trainer.backend} trains on numeric and categorical features; text needs spark-ml "
+                             "or sklearn-udf")
         return self
 
     @property

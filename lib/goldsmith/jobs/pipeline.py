@@ -30,7 +30,7 @@ from goldsmith.jobs import features, ingest, monitor, profile, refine, score, tr
 from goldsmith.jobs.context import RunContext, TableResult, Timer, log
 from goldsmith.session import build_session, check_executors
 from goldsmith.transforms.text import register_sql_functions
-from goldsmith.validate import check_sql
+from goldsmith.validate import check_backends, check_sql
 
 # How a run ended in `ops.run_log`: every stage done, a data failure (a `GoldsmithError`, or Spark rejecting a
 # stage's data), or a bug.
@@ -99,6 +99,8 @@ def run_pipeline(
         GoldsmithError: a data failure (expectation, accounting, key) after it is written to `ops.run_log`.
     """
     chosen = parse_stages(stages)
+    if "train" in chosen:
+        check_backends(config)  # a backend that is not installed stops the run before Spark starts
     if spark is None and wait == 0 and not config.storage.catalog:
         held = held_elsewhere(config.storage.root, config.name)  # refused at once, before Spark starts
         if held:

@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,10 +73,10 @@ class MLPSettings:
 PARAMS = tuple(MLPSettings.__dataclass_fields__)
 
 
-def mlp_settings(algorithm: str, params: dict[str, Any]) -> MLPSettings:
+def mlp_settings(algorithm: str, params: dict[str, Any], backend: str = "torch-distributor") -> MLPSettings:
     """Check a candidate's algorithm and parameters; ConfigError names the first bad one."""
     if algorithm != "mlp":
-        raise ConfigError(f"trainer: torch-distributor has no algorithm {algorithm!r} (it trains 'mlp')")
+        raise ConfigError(f"trainer: {backend} has no algorithm {algorithm!r} (it trains 'mlp')")
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise ConfigError(
@@ -127,12 +128,12 @@ def _number(
     return float(value)
 
 
-def local_path(uri: str) -> str:
+def local_path(uri: str, backend: str = "torch-distributor") -> str:
     """The POSIX path of a workdir the driver and the executors mount (a path, file: or dbfs:)."""
     path = mounted_path(uri)
     if path is None:
         raise ConfigError(
-            f"torch-distributor needs a workdir on a file system the driver and executors mount "
+            f"{backend} needs a workdir on a file system the driver and executors mount "
             f"(a path, file: or dbfs:), not {uri}"
         )
     return path
@@ -142,24 +143,20 @@ class TorchDistributorBackend(Backend):
     """Trains `mlp` candidates with DistributedDataParallel on CPU (gloo), one TorchDistributor run for all."""
 
     name = "torch-distributor"
+    folder = "torch"  # under the workdir
 
     def train(self, problem: Problem, sets: TrainingSets) -> list[Candidate]:
         trainer = problem.spec.trainer
         candidates = trainer.candidates()
-        settings = [mlp_settings(algorithm, params) for algorithm, params in candidates]
+        settings = [mlp_settings(algorithm, params, self.name) for algorithm, params in candidates]
         features = problem.features
         if features.text:
-            raise ConfigError("torch-distributor trains on numeric and categorical features, not text")
+            raise ConfigError(f"{self.name} trains on numeric and categorical features, not text")
         if problem.is_classifier and problem.n_classes < 2:
             raise ConfigError(f"a {problem.task} model needs at least two classes, found {problem.n_classes}")
-        root_uri = f"{sets.workdir.rstrip('/')}/torch"
-        root = Path(local_path(root_uri))
-        slots = None if trainer.local_mode else task_slots(sets.train.sparkSession)
-        if slots is not None and slots < trainer.num_processes:
-            raise ConfigError(
-                f"model {problem.name}: trainer.num_processes {trainer.num_processes} with local_mode: false needs "
-                f"as many Spark task slots, the cluster has {slots} (lower num_processes or set local_mode: true)"
-            )
+        root_uri = f"{sets.workdir.rstrip('/')}/{self.folder}"
+        root = Path(local_path(root_uri, self.name))
+        self.check_slots(problem.name, trainer, sets.train.sparkSession)
         prepared = time.perf_counter()
         snapshot = self._snapshot(problem, sets, trainer, f"{root_uri}/snapshot")
         files = snapshot_files(root / "snapshot")
@@ -187,13 +184,13 @@ class TorchDistributorBackend(Backend):
             "root": str(root),
             "candidates": [{"out_dir": str(root / str(i)), **asdict(s)} for i, s in enumerate(settings)],
         }
-        mode = "local mode" if trainer.local_mode else "barrier mode"
+        mode = self.mode(trainer)
         log.info(
             "  %s: %d candidate(s), %d inputs, %d processes (%s); data prepared in %.1f s",
             problem.name, len(candidates), encoder.width, trainer.num_processes, mode, time.perf_counter() - prepared,
         )
         with Timer() as watch:
-            run_distributed(job, encoder, trainer)
+            self.launch(job, encoder, trainer)
         reports = [json.loads((root / str(i) / LOSS_FILE).read_text()) for i in range(len(candidates))]
         rows = sum(reports[0]["rank_rows"])  # the ranks' shards partition the snapshot
         overhead = max(0.0, watch.seconds - sum(r["seconds"] for r in reports)) / len(candidates)
@@ -224,6 +221,21 @@ class TorchDistributorBackend(Backend):
             results.append(candidate)
         return results
 
+    def check_slots(self, model: str, trainer: TrainerConfig, spark: SparkSession) -> None:
+        """ConfigError when the ranks would wait for Spark task slots the cluster does not have."""
+        slots = None if trainer.local_mode else task_slots(spark)
+        if slots is not None and slots < trainer.num_processes:
+            raise ConfigError(
+                f"model {model}: trainer.num_processes {trainer.num_processes} with local_mode: false needs "
+                f"as many Spark task slots, the cluster has {slots} (lower num_processes or set local_mode: true)"
+            )
+
+    def mode(self, trainer: TrainerConfig) -> str:
+        return "local mode" if trainer.local_mode else "barrier mode"
+
+    def launch(self, job: dict[str, Any], encoder: TabularEncoder, trainer: TrainerConfig) -> None:
+        run_distributed(job, encoder, trainer)
+
     @staticmethod
     def _snapshot(problem: Problem, sets: TrainingSets, trainer: TrainerConfig, path: str) -> DataFrame:
         """Write the (sampled) training rows as Parquet, `num_processes * FILES_PER_PROCESS` files; read back."""
@@ -252,29 +264,42 @@ def run_distributed(job: dict[str, Any], encoder: TabularEncoder, trainer: Train
     """Run `train_ranks` under TorchDistributor; its output is kept from the console unless the run fails."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    clear_outputs(job)
+    distributor = TorchDistributor(
+        num_processes=trainer.num_processes, local_mode=trainer.local_mode, use_gpu=False
+    )
+    distributor.logger.setLevel(logging.WARNING)
+    with captured_run("torch-distributor", job):
+        distributor.run(train_ranks, job, encoder)
+
+
+def clear_outputs(job: dict[str, Any]) -> None:
+    """Empty every candidate's output folder and drop the last run's rank error reports."""
     for stale in Path(job["root"]).glob("error-rank*.txt"):
         stale.unlink()
     for spec in job["candidates"]:
         shutil.rmtree(spec["out_dir"], ignore_errors=True)
         Path(spec["out_dir"]).mkdir(parents=True)
-    distributor = TorchDistributor(
-        num_processes=trainer.num_processes, local_mode=trainer.local_mode, use_gpu=False
-    )
-    distributor.logger.setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def captured_run(backend: str, job: dict[str, Any]) -> Iterator[io.StringIO]:
+    """Run the block with the console captured (shown at debug level); StageFailed with the most telling error
+    line when it raises or a candidate has no report."""
     captured = io.StringIO()
     failure: BaseException | None = None
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            distributor.run(train_ranks, job, encoder)
+            yield captured
     except Exception as exc:
         failure = exc
     output = captured.getvalue()
     if output.strip():
-        log.debug("torch-distributor output:\n%s", output)
+        log.debug("%s output:\n%s", backend, output)
     missing = [s["out_dir"] for s in job["candidates"] if not (Path(s["out_dir"]) / LOSS_FILE).exists()]
     if failure is not None or missing:
         message = first_error(Path(job["root"]), output, failure)
-        raise StageFailed(f"torch-distributor training failed: {message}") from None
+        raise StageFailed(f"{backend} training failed: {message}") from None
 
 
 _ERROR_LINE = re.compile(r"^\s*(?:\[rank\d+\]:\s*)?((?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?)$")
@@ -313,11 +338,33 @@ def train_ranks(job: dict[str, Any], encoder: TabularEncoder) -> None:
 
 
 def _train_ranks(job: dict[str, Any], encoder: TabularEncoder, rank: int, world: int) -> None:
+    import torch.distributed as dist
+
+    shard = load_shard(job, encoder, rank, world)
+    dist.init_process_group("gloo")
+    try:
+        train_candidates(job, encoder, shard, DDPCollectives(rank, world))
+    finally:
+        dist.destroy_process_group()
+
+
+@dataclass
+class Shard:
+    """One rank's training rows as tensors: encoded features, targets (class index or standardised value), weights."""
+
+    features: Any
+    targets: Any
+    weights: Any
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+def load_shard(job: dict[str, Any], encoder: TabularEncoder, rank: int, world: int) -> Shard:
+    """Rank `rank`'s files of the snapshot (files rank::world), encoded."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     mine = job["files"][rank::world]
@@ -330,69 +377,119 @@ def _train_ranks(job: dict[str, Any], encoder: TabularEncoder, rank: int, world:
     else:
         x = encoder.transform(pdf)
         label, weight = pdf[LABEL].to_numpy(dtype=np.float64), pdf[WEIGHT].to_numpy(dtype=np.float64)
-    features = torch.from_numpy(x)
-    weights = torch.from_numpy(weight.astype(np.float32))
     if job["classifier"]:
         targets = torch.from_numpy(label.astype(np.int64))
     else:
         targets = torch.from_numpy(((label - job["target_mean"]) / job["target_std"]).astype(np.float32))
+    return Shard(torch.from_numpy(x), targets, torch.from_numpy(weight.astype(np.float32)))
 
-    dist.init_process_group("gloo")
-    try:
-        counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-        dist.all_gather(counts, torch.tensor([len(x)], dtype=torch.int64))
-        rank_rows = [int(c.item()) for c in counts]
-        shared_rows = min(rank_rows)  # every rank steps through this many rows per epoch
-        if shared_rows == 0:
-            raise ValueError(f"a process has no training rows (rows per process: {rank_rows})")
-        for spec in job["candidates"]:
-            started = time.perf_counter()
-            settings = MLPSettings(**{k: v for k, v in spec.items() if k != "out_dir"})
-            torch.manual_seed(job["seed"] + rank)
-            generator = torch.Generator().manual_seed(job["seed"] + rank)
-            net = build_mlp(encoder.width, settings.hidden, job["outputs"], settings.dropout)
-            model = DistributedDataParallel(net)
-            optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-            per_rank = max(1, settings.batch_size // world)
-            losses = []
-            for _ in range(settings.epochs):
-                model.train()
-                order = torch.randperm(len(x), generator=generator)[:shared_rows]
-                totals = torch.zeros(2, dtype=torch.float64)
-                for start in range(0, shared_rows, per_rank):
-                    batch = order[start : start + per_rank]
-                    out, w = model(features[batch]), weights[batch]
-                    if job["classifier"]:
-                        each = torch.nn.functional.cross_entropy(out, targets[batch], reduction="none")
-                    else:
-                        each = (out[:, 0] - targets[batch]) ** 2
-                    loss = (each * w).sum() / w.sum().clamp_min(1e-12)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    totals += torch.stack([(each.detach() * w).sum(), w.sum()]).double()
-                dist.all_reduce(totals)
-                losses.append(float(totals[0] / totals[1].clamp_min(1e-12)))
-            if rank == 0:
-                out_dir = Path(spec["out_dir"])
-                arrays: dict[str, Any] = {}
-                for i, (weight_matrix, bias) in enumerate(linear_layers(net)):
-                    arrays[f"w{i}"], arrays[f"b{i}"] = weight_matrix, bias
-                with open(out_dir / f".{WEIGHTS_FILE}", "wb") as f:
-                    np.savez(f, **arrays)
-                os.replace(out_dir / f".{WEIGHTS_FILE}", out_dir / WEIGHTS_FILE)
-                report = {
-                    "epochs_loss": losses,
-                    "world_size": world,
-                    "rank_rows": rank_rows,
-                    "steps_per_epoch": math.ceil(shared_rows / per_rank),
-                    "rows_per_step": per_rank * world,
-                    "seconds": time.perf_counter() - started,
-                }
-                (out_dir / LOSS_FILE).write_text(json.dumps(report))
+
+class Collectives:
+    """What the training loop asks of the process group; one subclass per way of launching ranks."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank = rank
+        self.world = world
+
+    def gather_counts(self, count: int) -> list[int]:
+        """Every rank's `count`, in rank order."""
+        raise NotImplementedError
+
+    def sum(self, tensor: Any) -> Any:
+        """The element-wise sum of `tensor` over the ranks."""
+        raise NotImplementedError
+
+    def distribute(self, net: Any, optimizer: Any) -> tuple[Any, Any]:
+        """The module to step and the optimizer, with rank 0's initial state on every rank and gradients averaged."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError
+
+
+class DDPCollectives(Collectives):
+    """torch.distributed (gloo), as TorchDistributor starts it: DistributedDataParallel averages the gradients."""
+
+    def gather_counts(self, count: int) -> list[int]:
+        import torch
+        import torch.distributed as dist
+
+        counts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world)]
+        dist.all_gather(counts, torch.tensor([count], dtype=torch.int64))
+        return [int(c.item()) for c in counts]
+
+    def sum(self, tensor: Any) -> Any:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
+        return tensor
+
+    def distribute(self, net: Any, optimizer: Any) -> tuple[Any, Any]:
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(net), optimizer  # DDP broadcasts rank 0's parameters as it wraps
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
+
+
+def train_candidates(job: dict[str, Any], encoder: TabularEncoder, shard: Shard, comm: Collectives) -> None:
+    """Train every candidate of `job` on this rank's shard; rank 0 writes each one's weights and report."""
+    import torch
+
+    rank, world = comm.rank, comm.world
+    rank_rows = comm.gather_counts(len(shard))
+    shared_rows = min(rank_rows)  # every rank steps through this many rows per epoch
+    if shared_rows == 0:
+        raise ValueError(f"a process has no training rows (rows per process: {rank_rows})")
+    for spec in job["candidates"]:
+        started = time.perf_counter()
+        settings = MLPSettings(**{k: v for k, v in spec.items() if k != "out_dir"})
+        torch.manual_seed(job["seed"] + rank)
+        generator = torch.Generator().manual_seed(job["seed"] + rank)
+        net = build_mlp(encoder.width, settings.hidden, job["outputs"], settings.dropout)
+        optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        model, optimizer = comm.distribute(net, optimizer)
+        per_rank = max(1, settings.batch_size // world)
+        losses = []
+        for _ in range(settings.epochs):
+            model.train()
+            order = torch.randperm(len(shard), generator=generator)[:shared_rows]
+            totals = torch.zeros(2, dtype=torch.float64)
+            for start in range(0, shared_rows, per_rank):
+                batch = order[start : start + per_rank]
+                out, w = model(shard.features[batch]), shard.weights[batch]
+                if job["classifier"]:
+                    each = torch.nn.functional.cross_entropy(out, shard.targets[batch], reduction="none")
+                else:
+                    each = (out[:, 0] - shard.targets[batch]) ** 2
+                loss = (each * w).sum() / w.sum().clamp_min(1e-12)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                totals += torch.stack([(each.detach() * w).sum(), w.sum()]).double()
+            totals = comm.sum(totals)
+            losses.append(float(totals[0] / totals[1].clamp_min(1e-12)))
+        if rank == 0:
+            out_dir = Path(spec["out_dir"])
+            arrays: dict[str, Any] = {}
+            for i, (weight_matrix, bias) in enumerate(linear_layers(net)):
+                arrays[f"w{i}"], arrays[f"b{i}"] = weight_matrix, bias
+            with open(out_dir / f".{WEIGHTS_FILE}", "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(out_dir / f".{WEIGHTS_FILE}", out_dir / WEIGHTS_FILE)
+            report = {
+                "epochs_loss": losses,
+                "world_size": world,
+                "rank_rows": rank_rows,
+                "steps_per_epoch": math.ceil(shared_rows / per_rank),
+                "rows_per_step": per_rank * world,
+                "seconds": time.perf_counter() - started,
+            }
+            (out_dir / LOSS_FILE).write_text(json.dumps(report))
+    comm.barrier()
 
 
 def build_mlp(width: int, hidden: tuple[int, ...], outputs: int, dropout: float) -> Any:
