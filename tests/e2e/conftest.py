@@ -11,6 +11,7 @@ compare with it.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,3 +264,42 @@ def copy_tables(source: Path, dest: Path) -> None:
 def _slow_marker(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("slow") is None:
         raise AssertionError("tests in tests/e2e must be marked slow")
+
+
+def master_state(webui: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json/", timeout=5) as page:
+        state: dict[str, object] = json.load(page)
+    return state
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A standalone master and a 2-core worker (one executor JVM: a second one JIT-compiles the same code again on
+    the same two cores, 15 s more per run, measured), shared by the cluster tests; stopped at the end."""
+    port, webui = free_port(), free_port()
+    env = {"GOLDSMITH_CLUSTER_DIR": str(tmp_path_factory.mktemp("cluster") / "cluster")}
+    started = run("bash", "scripts/cluster", "start", "--workers", "1", "--cores", "2", "--memory", "2g",
+                  "--port", str(port), "--webui-port", str(webui), env=env, timeout=180)
+    try:
+        assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
+        url = started.stdout.strip().splitlines()[-1]
+        assert url == f"spark://127.0.0.1:{port}"
+        assert master_state(webui)["aliveworkers"] == 1
+        yield url, webui
+    finally:
+        stopped = run("bash", "scripts/cluster", "stop", env=env, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+    assert "stopped 2 process(es)" in stopped.stdout
+
+
+def submit_command(url: str, wheel: Path, folder: Path) -> tuple[str, ...]:
+    """`spark-submit` to the cluster at `url` with goldsmith's wheel as `--py-files`, as the cluster tests run it.
+    PySpark puts `--py-files` entries on the workers' path only when they end in .zip, .egg or .jar: the wheel (a
+    zip archive of the pure-Python package) is copied under a .zip name into `folder`."""
+    code = folder / wheel.with_suffix(".zip").name
+    shutil.copyfile(wheel, code)
+    return (
+        str(BIN / "spark-submit"), "--master", url, "--py-files", str(code),
+        "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
+        "--driver-java-options", C1_ONLY, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}",
+    )

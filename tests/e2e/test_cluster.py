@@ -7,14 +7,11 @@ gold tables from s3a://."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,47 +21,20 @@ import pytest
 from goldsmith.io.object_store import configure, upload_folder
 
 from .conftest import (
-    BIN,
-    C1_ONLY,
     FEATURES_CHECKSUM,
     FLIGHTS,
     PREDICTIONS,
     REPO,
     FirstRun,
     Reader,
-    free_port,
+    master_state,
     run,
     run_in_process,
     serve,
+    submit_command,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def master_state(webui: int) -> dict[str, object]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json/", timeout=5) as page:
-        state: dict[str, object] = json.load(page)
-    return state
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A master and a 2-core worker (one executor JVM: a second one JIT-compiles the same code again on the same
-    two cores, 15 s more per run, measured); stopped after the test."""
-    port, webui = free_port(), free_port()
-    env = {"GOLDSMITH_CLUSTER_DIR": str(tmp_path / "cluster")}
-    started = run("bash", "scripts/cluster", "start", "--workers", "1", "--cores", "2", "--memory", "2g",
-                  "--port", str(port), "--webui-port", str(webui), env=env, timeout=180)
-    try:
-        assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
-        url = started.stdout.strip().splitlines()[-1]
-        assert url == f"spark://127.0.0.1:{port}"
-        assert master_state(webui)["aliveworkers"] == 1
-        yield url, webui
-    finally:
-        stopped = run("bash", "scripts/cluster", "stop", env=env, timeout=120)
-        assert stopped.returncode == 0, stopped.stderr
-    assert "stopped 2 process(es)" in stopped.stdout
 
 
 @pytest.fixture
@@ -98,19 +68,12 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     root, on_store_landing = f"{store}/lakehouse", f"{store}/landing"
     # The landing files (with their malformed lines) uploaded as a client would.
     assert upload_folder(landing, on_store_landing, object_store.env) == 5
-    # PySpark puts `--py-files` entries on the workers' path only when they end in .zip, .egg or .jar: the wheel
-    # (a zip archive of the pure-Python package) goes under a .zip name.
-    code = tmp_path / goldsmith_wheel.with_suffix(".zip").name
-    shutil.copyfile(goldsmith_wheel, code)
+    submit = submit_command(url, goldsmith_wheel, tmp_path)
+    code = Path(submit[submit.index("--py-files") + 1])
     # What every process of the cluster shares: loopback addresses, the storage root, the tracking server, the
     # store's endpoint and key (the driver puts them in the application's Hadoop settings for the executors).
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": root, "MLFLOW_TRACKING_URI": tracking_server,
            **object_store.env}
-    submit = (
-        str(BIN / "spark-submit"), "--master", url, "--py-files", str(code),
-        "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
-        "--driver-java-options", C1_ONLY, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}",
-    )
     args = ("conf/pipelines/flights.yml", "--env", "cluster", "--stages", "ingest,refine,features,train,score",
             "--set", f"vars.landing={on_store_landing}",
             # 11,226 flights on an executor of 2 cores: the overlay's 64 shuffle partitions would be 64 near-empty

@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import DataFrame
@@ -37,31 +36,20 @@ def problem(**trainer: object) -> Problem:
     return Problem(name="m", spec=spec, classes=("0", "1"), class_weights=(1.0, 1.0))
 
 
-def test_two_ranks_train_on_disjoint_shards_and_agree_run_to_run(
-    parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path
-) -> None:
-    [first] = HorovodBackend().train(problem(), sets_for(parts, tmp_path / "a"))
-    [second] = HorovodBackend().train(problem(), sets_for(parts, tmp_path / "b"))
-
+def test_two_ranks_train_on_disjoint_shards(parts: dict[str, DataFrame], frame: pd.DataFrame, tmp_path: Path) -> None:
+    # (That the same seed gives the same weights is checked end to end: tests/e2e/test_horovod.py compares the
+    # cluster's predictions with the local run's.)
+    [candidate] = HorovodBackend().train(problem(), sets_for(parts, tmp_path))
     train_rows = int((frame.part == "train").sum())
-    assert first.info["train_rows"] == train_rows and first.info["num_processes"] == 2
-    report = json.loads((tmp_path / "a" / "horovod" / "0" / "loss.json").read_text())
+    assert candidate.algorithm == "mlp" and candidate.params == PARAMS
+    assert candidate.info["train_rows"] == train_rows and candidate.info["num_processes"] == 2
+    report = json.loads((tmp_path / "horovod" / "0" / "loss.json").read_text())
     assert report["world_size"] == 2 and min(report["rank_rows"]) > 0
     assert sum(report["rank_rows"]) == train_rows  # each rank read its own files of the snapshot
-    losses = first.info["epochs_loss"]
-    assert len(losses) == 12 and losses[-1] < losses[0] * 0.9
-
-    # the same seed gives the same weights: rank 0's initial state is broadcast, the averaging is deterministic
-    for run in ("a", "b"):
-        assert (tmp_path / run / "horovod" / "0" / "weights.npz").exists()
-    with np.load(tmp_path / "a" / "horovod" / "0" / "weights.npz") as a, \
-            np.load(tmp_path / "b" / "horovod" / "0" / "weights.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        for name in a.files:
-            np.testing.assert_array_equal(a[name], b[name])
-    assert second.info["epochs_loss"] == losses
-
-    auc, reference = validation_auc(first.predictor, parts), sklearn_auc(frame)
+    assert report["rows_per_step"] == 128  # batch_size is per optimiser step over both ranks
+    losses = candidate.info["epochs_loss"]
+    assert report["epochs_loss"] == losses and len(losses) == 12 and losses[-1] < losses[0] * 0.9
+    auc, reference = validation_auc(candidate.predictor, parts), sklearn_auc(frame)
     assert abs(auc - reference) < 0.03, (auc, reference)  # logistic regression gets ~0.8 on this signal
 
 

@@ -14,7 +14,9 @@ afterwards: `scripts/horovod/build` applies it and caches the wheel (`scripts/se
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
+import threading
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
     from goldsmith.config.models import TrainerConfig
     from goldsmith.ml.encoding import TabularEncoder
+
+log = logging.getLogger("goldsmith")
 
 INSTALL_HINT = (
     "pip install 'goldsmith[horovod]' brings its runtime dependencies; Horovod itself is built from PyPI's "
@@ -72,7 +76,13 @@ class HorovodBackend(TorchDistributorBackend):
         # The ranks are new Python processes in the executors' working directories: they see the code shipped
         # with --py-files only through these paths (Spark puts them on its own workers' sys.path, not on theirs).
         shipped = [Path(p).name for p in context.getConf().get("spark.submit.pyFiles", "").split(",") if p]
-        with captured_run(self.name, job) as output:
+        # Horovod's thread that runs the ranks' Spark job re-raises the job's failure after the run has reported it:
+        # at debug level, not as a second traceback on the console.
+        previous = threading.excepthook
+        threading.excepthook = lambda hook: log.debug("horovod's Spark job thread: %s", hook.exc_value)
+        with contextlib.ExitStack() as stack:
+            stack.callback(setattr, threading, "excepthook", previous)
+            output = stack.enter_context(captured_run(self.name, job))
             horovod.spark.run(
                 rank_entry(shipped),
                 args=(job, pickle.dumps(encoder)),
