@@ -104,7 +104,12 @@ def test_horovod_on_the_cluster_trains_the_same_model(
                "--set", "spark.conf.spark.sql.shuffle.partitions=2",
                env={"SPARK_LOCAL_IP": "127.0.0.1"}, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "horovod" in done.stdout and "2 processes (Spark tasks)" in done.stdout + done.stderr
+    assert "2 processes (Spark tasks)" in done.stdout
+    # Both ranks imported goldsmith from the shipped --py-files archive, not the workers' installed copy.
+    code = Path(submit[submit.index("--py-files") + 1]).name
+    line = next(x for x in done.stdout.splitlines() if "horovod ranks import goldsmith from" in x)
+    paths = line.split(" from ", 1)[1].split(", ")
+    assert paths and all(p.endswith(f"/{code}/goldsmith/__init__.py") for p in paths), line
     rows = {r["flight_id"]: r for r in reader.rows(
         "select flight_id, probability, model_version from gold.flight_delay_predictions", root)}
     assert rows.keys() == local_run.probabilities.keys()

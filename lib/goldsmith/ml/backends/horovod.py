@@ -88,7 +88,7 @@ class HorovodBackend(TorchDistributorBackend):
             stack.callback(py4j.setLevel, py4j.level)
             py4j.setLevel(logging.CRITICAL)
             output = stack.enter_context(captured_run(self.name, job))
-            horovod.spark.run(
+            imported = horovod.spark.run(
                 rank_entry(shipped),
                 args=(job, pickle.dumps(encoder)),
                 num_proc=trainer.num_processes,
@@ -98,13 +98,16 @@ class HorovodBackend(TorchDistributorBackend):
                 stdout=output,
                 stderr=output,
             )
+        if shipped:  # on a cluster: where the ranks found goldsmith (the shipped code, not a worker's own copy)
+            log.info("  horovod ranks import goldsmith from %s", ", ".join(sorted(set(imported))))
 
 
 def rank_entry(shipped: list[str]) -> Any:
     """The function each rank runs. It is a closure so that cloudpickle sends it by value: it puts the shipped
-    code on the path before anything of goldsmith is unpickled (the encoder travels as bytes for that reason)."""
+    code on the path before anything of goldsmith is unpickled (the encoder travels as bytes for that reason), and
+    returns where the rank imported goldsmith from."""
 
-    def entry(job: dict[str, Any], encoder: bytes) -> None:
+    def entry(job: dict[str, Any], encoder: bytes) -> str:
         import os
         import pickle
         import sys
@@ -114,9 +117,11 @@ def rank_entry(shipped: list[str]) -> Any:
             path = os.path.join(workdir, name)
             if os.path.exists(path) and path not in sys.path:
                 sys.path.insert(0, path)
+        import goldsmith
         from goldsmith.ml.backends.horovod import horovod_ranks
 
         horovod_ranks(job, pickle.loads(encoder))
+        return str(goldsmith.__file__)
 
     return entry
 
