@@ -124,18 +124,41 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     # A second run (in this process, against the same store and server) changes nothing.
     versions = {t: reader.version(t, root) for t in ("bronze.flights", "silver.flights",
                                                      "gold.flight_features", "gold.flight_delay_predictions")}
-    os.environ.update({"MLFLOW_TRACKING_URI": tracking_server})
-    try:
-        again = run_in_process(spark, *args[:1], "--set", f"storage.root={root}", *args[3:])
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    again = run_in_process(spark, *args[:1], "--set", f"storage.root={root}", *args[3:])
     assert {r.status for r in again.results} == {"skipped"}, [(r.stage, r.detail) for r in again.results]
     assert {t: reader.version(t, root) for t in versions} == versions
 
+    # The registry on the tracking server: a second version with the gates open becomes champion, `goldsmith
+    # models rollback` (its code in this process: the command itself is proven by the local rollback test) moves
+    # the alias back and audits it on the store, `models list` and the report show it.
+    from goldsmith.cli import build_parser, cmd_report, cmd_sql
+    from goldsmith.jobs.train import TrainOutcome
+    from goldsmith.models_cli import run_models_command
+
+    other = ("--set", "models.flight_delay.trainer={backend: sklearn-udf, algorithm: logistic_regression, "
+             "params: {C: 0.01}}", "--set", "models.flight_delay.gates={min_metrics: {}, min_improvement: -1}",
+             "--set", "models.flight_delay.bias.gates={}")
+    second = run_in_process(spark, *args[:1], "--set", f"storage.root={root}", *args[5:], *other, "--stages", "train")
+    assert [(m.status, m.version) for m in second.models if isinstance(m, TrainOutcome)] == [("champion", 2)]
+    capsys.readouterr()
+    models = ("models", "rollback", "flight_delay", "--root", root, "--reason", "cluster")
+    assert run_models_command(build_parser().parse_args(list(models))) == 0
+    assert "flight_delay@champion: v2 -> v1" in capsys.readouterr().out
+    assert run_models_command(build_parser().parse_args(["models", "list", "flight_delay", "--root", root])) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()}
+    assert "champion" in listed["1"] and "champion" not in listed["2"], listed
+    moves = reader.row("select count(*) as n, max_by(action, moved_at) as last, max_by(to_version, moved_at) as v "
+                       "from ops.model_promotions where alias = 'champion'", root)
+    assert moves == {"n": 3, "last": "rollback", "v": 1}
+    html = tmp_path / "report.html"
+    assert cmd_report(build_parser().parse_args(["report", *args[:1], "--set", f"storage.root={root}",
+                                                 "--output", str(html)])) == 0
+    page = html.read_text(encoding="utf-8")
+    assert "flight_delay" in page and "rollback" in page
+
     # `goldsmith sql` (its code in this process: the command's own start is proven by `flights_lake`) and
     # `goldsmith serve-sql` (its own JVM) read the gold table from the store.
-    from goldsmith.cli import build_parser, cmd_sql
-
     capsys.readouterr()  # what the test printed so far
     for key, value in object_store.env.items():  # the store's key, as the command's user would have it
         monkeypatch.setenv(key, value)

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith.config import load_pipeline
 from goldsmith.errors import ConfigError
+from goldsmith.io.landing import FOLDER_READ_FILES
 from goldsmith.jobs.context import RunContext
 from goldsmith.jobs.pipeline import run_pipeline
 
@@ -156,3 +157,23 @@ def test_a_sql_typo_stops_the_run_before_any_stage(spark: SparkSession, items: I
     assert "items.sql" in message and "Syntax error" in message, message
     assert not message.rstrip().endswith(":")
     assert not (items.lake / "bronze").exists()
+
+
+def test_a_batch_of_many_files_is_read_from_its_folder_by_name(spark: SparkSession, items: Items) -> None:
+    # Enough files that ingest loads the folder pruned to them (FOLDER_READ_FILES): names with a space and a
+    # percent sign are matched as Spark encodes them; a subfolder's file and a file the glob skips are not read.
+    assert FOLDER_READ_FILES <= 10
+    items.write()
+    names = [f"part-{i}.csv" for i in range(8)] + ["with space.csv", "100%.csv"]
+    for i, name in enumerate(names):
+        items.land(name, f"{100 + i},n{i},{i},2024-03-01T00:00:00Z\n")
+    (items.tmp / "landing" / "items" / "old").mkdir()
+    (items.tmp / "landing" / "items" / "old" / "part-0.csv").write_text(HEADER + "999,old,1,2024-03-01T00:00:00Z\n")
+    (items.tmp / "landing" / "items" / "notes.txt").write_text(HEADER + "998,notes,1,2024-03-01T00:00:00Z\n")
+    ctx = run_pipeline(items.load(), ["ingest"], spark)
+    bronze = rows(spark, items.lake, "bronze/items")
+    assert sorted(r["item_id"] for r in bronze) == list(range(100, 110))
+    assert {Path(r["_source_file"]).name for r in bronze} == {"part-0.csv", *(f"part-{i}.csv" for i in range(1, 8)),
+                                                               "with%20space.csv", "100%25.csv"}
+    assert ctx.results[0].records_out == 10
+    assert all(r.status == "skipped" for r in run_pipeline(items.load(), ["ingest"], spark).results)

@@ -20,7 +20,7 @@ from goldsmith import faults
 from goldsmith.config import load_pipeline
 from goldsmith.errors import ConfigError, GoldsmithError
 from goldsmith.io.lakehouse import Lakehouse
-from goldsmith.io.landing import list_files
+from goldsmith.io.landing import list_files, read_source
 from goldsmith.io.object_store import LOG_STORE_CLASS, configure
 from goldsmith.jobs.pipeline import run_pipeline
 
@@ -80,17 +80,21 @@ def test_a_file_rewritten_in_place_with_the_same_size_is_new(spark: SparkSession
     assert qty is not None and qty["qty"] == 4
 
 
-def test_a_folder_of_many_files_is_listed_without_a_request_per_file(
+def test_a_folder_of_many_files_is_listed_and_read_without_a_request_per_file(
     spark: SparkSession, s3: str, tmp_path: Path,
 ) -> None:
-    """300 files: one LIST request (S3 returns up to 1,000 keys a page) and no HEAD. (5,000 files and the whole
-    ingest of them: scripts/bench_listing.py.)"""
+    """300 files: one LIST request (S3 returns up to 1,000 keys a page) and no HEAD; the reader loads the folder
+    pruned to those files, not each file by path (which checks each: 2 HEAD and 1 LIST per file). A subfolder's
+    file and a file the glob does not take are in the folder and are not read. (5,000 files and the whole ingest of
+    them: scripts/bench_listing.py.)"""
     items = Items(tmp_path)
     config = items.write()
     folder = tmp_path / "many"
-    folder.mkdir()
+    (folder / "old").mkdir(parents=True)
     for i in range(300):
         (folder / f"part-{i:04d}.csv").write_text(HEADER + f"{i},n{i},1,2024-01-01T00:00:00Z\n")
+    (folder / "old" / "part-9999.csv").write_text(HEADER + "9999,old,1,2024-01-01T00:00:00Z\n")
+    (folder / "notes.txt").write_text(HEADER + "9998,notes,1,2024-01-01T00:00:00Z\n")
     landing = f"{s3}/runs/many"
     put(spark, folder, landing)
     source = config.sources["items"].model_copy(update={"path": landing})
@@ -107,6 +111,15 @@ def test_a_folder_of_many_files_is_listed_without_a_request_per_file(
     assert len(files) == 300 and all(f.etag for f in files)
     assert end["object_list_request"] - start["object_list_request"] == 1, (start, end)
     assert end["object_metadata_request"] - start["object_metadata_request"] == 0, (start, end)
+
+    start = requests()
+    df, _ = read_source(spark, "items", source, [f.path for f in files])
+    end = requests()
+    assert end["object_list_request"] - start["object_list_request"] <= 5, (start, end)  # the folder and old/
+    assert end["object_metadata_request"] - start["object_metadata_request"] <= 5, (start, end)
+    rows = df.select("item_id", "_source_file").collect()
+    assert sorted(r["item_id"] for r in rows) == list(range(300))
+    assert {r["_source_file"] for r in rows} == {f.path for f in files}
 
 
 def test_two_writers_of_the_same_delta_version_cannot_both_win(spark: SparkSession, s3: str) -> None:
