@@ -139,6 +139,8 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     other = ("--set", "models.flight_delay.trainer={backend: sklearn-udf, algorithm: logistic_regression, "
              "params: {C: 0.01}}", "--set", "models.flight_delay.gates={min_metrics: {}, min_improvement: -1}",
              "--set", "models.flight_delay.bias.gates={}")
+    for key, value in object_store.env.items():  # the store's key, as the commands' user would have it
+        monkeypatch.setenv(key, value)
     second = run_in_process(spark, *args[:1], "--set", f"storage.root={root}", *args[5:], *other, "--stages", "train")
     assert [(m.status, m.version) for m in second.models if isinstance(m, TrainOutcome)] == [("champion", 2)]
     capsys.readouterr()
@@ -160,8 +162,6 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     # `goldsmith sql` (its code in this process: the command's own start is proven by `flights_lake`) and
     # `goldsmith serve-sql` (its own JVM) read the gold table from the store.
     capsys.readouterr()  # what the test printed so far
-    for key, value in object_store.env.items():  # the store's key, as the command's user would have it
-        monkeypatch.setenv(key, value)
     assert cmd_sql(build_parser().parse_args(["sql", "select count(*) as n from gold.flight_features",
                                               "--root", root, "--format", "csv"])) == 0
     printed = capsys.readouterr().out
