@@ -219,7 +219,8 @@ def read_source(
             # one by one checks each (on an object store 2 HEAD and 1 LIST requests per file: 31.7 s against
             # 1.7 s for 5,000 small files on the local store, scripts/bench_listing.py). Recursive lookup keeps
             # Spark from reading subfolder names as partitions; their files are pruned like any other.
-            uris = {str(spark.sparkContext._jvm.org.apache.hadoop.fs.Path(p).toUri().toString()) for p in paths}
+            jvm: Any = spark.sparkContext._jvm
+            uris = {str(jvm.org.apache.hadoop.fs.Path(p).toUri().toString()) for p in paths}
             df = reader.option("recursiveFileLookup", "true").load(folder) \
                 .where(F.col("_metadata.file_path").isin(sorted(uris)))
     except Exception as exc:
