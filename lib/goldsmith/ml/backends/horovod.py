@@ -17,7 +17,6 @@ import contextlib
 import logging
 import pickle
 import threading
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,8 @@ from goldsmith.ml.backends.torch_ddp import (
     Collectives,
     TorchDistributorBackend,
     captured_run,
-    clear_outputs,
     load_shard,
+    rank_errors,
     task_slots,
     train_candidates,
 )
@@ -70,7 +69,6 @@ class HorovodBackend(TorchDistributorBackend):
         import horovod.spark
         from pyspark import SparkContext
 
-        clear_outputs(job)
         context = SparkContext._active_spark_context
         assert context is not None
         # The ranks are new Python processes in the executors' working directories: they see the code shipped
@@ -132,13 +130,9 @@ def horovod_ranks(job: dict[str, Any], encoder: TabularEncoder) -> None:
 
     hvd.init()
     rank = hvd.rank()
-    try:
+    with rank_errors(job, rank):
         shard = load_shard(job, encoder, rank, hvd.size())
         train_candidates(job, encoder, shard, HorovodCollectives(rank, hvd.size()))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(job["root"], f"error-rank{rank}.txt").write_text(traceback.format_exc())
-        raise
     hvd.shutdown()
 
 

@@ -189,6 +189,7 @@ class TorchDistributorBackend(Backend):
             "  %s: %d candidate(s), %d inputs, %d processes (%s); data prepared in %.1f s",
             problem.name, len(candidates), encoder.width, trainer.num_processes, mode, time.perf_counter() - prepared,
         )
+        clear_outputs(job)
         with Timer() as watch:
             self.launch(job, encoder, trainer)
         reports = [json.loads((root / str(i) / LOSS_FILE).read_text()) for i in range(len(candidates))]
@@ -264,7 +265,6 @@ def run_distributed(job: dict[str, Any], encoder: TabularEncoder, trainer: Train
     """Run `train_ranks` under TorchDistributor; its output is kept from the console unless the run fails."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    clear_outputs(job)
     distributor = TorchDistributor(
         num_processes=trainer.num_processes, local_mode=trainer.local_mode, use_gpu=False
     )
@@ -329,8 +329,16 @@ def first_error(root: Path, output: str, failure: BaseException | None) -> str:
 def train_ranks(job: dict[str, Any], encoder: TabularEncoder) -> None:
     """The function every DDP process runs; its traceback, if any, goes to `<root>/error-rank<r>.txt` too."""
     rank = int(os.environ.get("RANK", "0"))
-    try:
+    with rank_errors(job, rank):
         _train_ranks(job, encoder, rank, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@contextlib.contextmanager
+def rank_errors(job: dict[str, Any], rank: int) -> Iterator[None]:
+    """A rank's block: what it raises is also written to `<root>/error-rank<rank>.txt`, where `first_error`
+    finds it (the launcher itself sees only that a process failed)."""
+    try:
+        yield
     except BaseException:
         with contextlib.suppress(OSError):
             Path(job["root"], f"error-rank{rank}.txt").write_text(traceback.format_exc())
