@@ -8,7 +8,6 @@ elsewhere."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
+from components import unavailable
 from goldsmith.errors import BackendUnavailable
 from goldsmith.jobs.train import TrainOutcome
 from goldsmith.ml.backends import require
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow
 try:
     require("horovod")
 except BackendUnavailable as missing:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        raise RuntimeError(f"CI runs the horovod tests: {missing}") from None
-    pytest.skip(f"horovod is not installed: {missing}", allow_module_level=True)
+    unavailable(f"horovod is not installed: {missing}", f"CI runs the horovod tests: {missing}")
 
 PIPELINE = "conf/pipelines/flights.yml"
 TRAINER = ("models.flight_delay.trainer={backend: %s, algorithm: mlp, num_processes: 2, "

@@ -7,7 +7,6 @@ elsewhere.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,7 @@ import pytest
 from pyspark.sql import DataFrame
 from tabular import make_spec, sets_for, sklearn_auc, validation_auc
 
+from components import unavailable
 from goldsmith.errors import BackendUnavailable, ConfigError, StageFailed
 from goldsmith.ml.backends import get_backend
 from goldsmith.ml.base import Problem, TrainingSets
@@ -22,9 +22,7 @@ from goldsmith.ml.base import Problem, TrainingSets
 try:
     get_backend("horovod")
 except BackendUnavailable as missing:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        raise RuntimeError(f"CI runs the horovod tests: {missing}") from None
-    pytest.skip(f"horovod is not installed: {missing}", allow_module_level=True)
+    unavailable(f"horovod is not installed: {missing}", f"CI runs the horovod tests: {missing}")
 
 from goldsmith.ml.backends.horovod import HorovodBackend
 
