@@ -8,6 +8,10 @@ from goldsmith.errors import BackendUnavailable
 from goldsmith.ml.base import Backend
 
 TORCH_HINT = "pip install 'goldsmith[torch]' (torch==2.13.0); `scripts/setup.sh test` installs it"
+HOROVOD_HINT = (
+    "pip install 'goldsmith[horovod]' brings its runtime dependencies; Horovod itself is built from PyPI's "
+    "0.28.1 sdist by scripts/horovod/build (`scripts/setup.sh horovod` does both)"
+)
 
 
 def require(name: str) -> None:
@@ -20,11 +24,9 @@ def require(name: str) -> None:
     if find_spec("torch") is None:
         raise BackendUnavailable(f"trainer.backend {name} needs PyTorch: {TORCH_HINT}")
     if name == "horovod":
-        from goldsmith.ml.backends.horovod import INSTALL_HINT
-
         if find_spec("horovod") is None or find_spec("horovod.torch.mpi_lib_v2") is None:
             raise BackendUnavailable(
-                f"trainer.backend horovod needs Horovod with its PyTorch extension: {INSTALL_HINT}"
+                f"trainer.backend horovod needs Horovod with its PyTorch extension: {HOROVOD_HINT}"
             )
 
 

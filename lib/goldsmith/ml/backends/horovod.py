@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("goldsmith")
 
-INSTALL_HINT = (
-    "pip install 'goldsmith[horovod]' brings its runtime dependencies; Horovod itself is built from PyPI's "
-    "0.28.1 sdist by scripts/horovod/build (`scripts/setup.sh horovod` does both)"
-)
 # How long the ranks' Spark tasks may take to start and register before Horovod gives up (its default is 600 s).
 START_TIMEOUT_SECONDS = 120
 
