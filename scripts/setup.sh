@@ -60,11 +60,13 @@ done
 spark_jars() { "$venv/bin/python" -c 'import pyspark, os; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))'; }
 
 # The JVM class archive (goldsmith.class_archive): recorded once per virtualenv and Java; a Spark JVM maps it.
-# Before it, goldsmith's Delta log store for s3a:// (goldsmith.io.object_store) among Spark's jars: compiled once
-# per source with the JDK's javac (without a JDK, object-store commits use Delta's default and a run says so).
+# Before it, goldsmith's storage classes (goldsmith.io.storage_jar: the s3a:// log store, the fork-free local file
+# system) among Spark's jars: compiled once per source with the JDK's javac (without a JDK, sessions keep Hadoop's
+# and Delta's defaults).
 class_archive() {
-  "$venv/bin/python" -m goldsmith.io.object_store --install >/dev/null \
-    || echo "goldsmith set-up: could not build the s3a:// log store (no JDK?); see goldsmith/io/object_store.py" >&2
+  "$venv/bin/python" -m goldsmith.io.storage_jar --install >/dev/null \
+    || echo "goldsmith set-up: could not build goldsmith's storage classes (no JDK?): see goldsmith/io/storage_jar.py" \
+      >&2
   [ "${GOLDSMITH_CLASS_ARCHIVE:-1}" = 0 ] && return 0
   "$venv/bin/python" -m goldsmith.class_archive conf/pipelines/flights.yml \
     || echo "goldsmith set-up: could not record the JVM class archive; Spark starts without it (slower)" >&2

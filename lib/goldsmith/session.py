@@ -1,6 +1,7 @@
 """The SparkSession factory: Delta enabled, small-machine defaults, offline Delta jars (`goldsmith.jvm`), the
 class archive mapped (`goldsmith.class_archive`), object-store settings from the environment
-(`goldsmith.io.object_store`). It imports nothing above those three."""
+(`goldsmith.io.object_store`), the fork-free local file system (`goldsmith.io.storage_jar`). It imports nothing above
+those four."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from goldsmith import __version__, class_archive
 from goldsmith.errors import ExecutorsMismatch
-from goldsmith.io import object_store
+from goldsmith.io import object_store, storage_jar
 from goldsmith.jvm import delta_jars, log4j_option
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ def build_session(
             settings.setdefault("spark.driver.bindAddress", "127.0.0.1")
             settings.setdefault("spark.driver.host", "127.0.0.1")
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Its tasks run in this JVM, which has goldsmith's storage jar when set-up installed it: local files
+            # without a forked `chmod` per file and `readlink` per commit (goldsmith.io.storage_jar).
+            if storage_jar.installed():
+                for key, value in storage_jar.LOCAL_FS.items():
+                    settings.setdefault(key, value)
         all_jars = [*delta_jars(), *jars]
         if all_jars:
             settings["spark.jars"] = ",".join(all_jars)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from goldsmith.io import storage_jar
 from goldsmith.io.object_store import configure, upload_folder
 
 from .conftest import (
@@ -92,7 +93,7 @@ def test_cluster_on_the_object_store_equals_the_local_run(
     paths = line.split(" from ", 1)[1].split(", ")
     assert all(p.endswith(f"/{code.name}/goldsmith/__init__.py") for p in paths), line
     assert f"open {tracking_server}" in on_cluster.stdout  # runs and models went to the tracking server
-    assert "no goldsmith-s3-log-store.jar" not in on_cluster.stdout + on_cluster.stderr
+    assert f"no {storage_jar.JAR}" not in on_cluster.stdout + on_cluster.stderr
 
     # The test process reads the store as the cluster wrote it.
     configure(spark.sparkContext._jsc.hadoopConfiguration(), object_store.env)

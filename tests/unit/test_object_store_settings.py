@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from goldsmith.errors import ConfigError
-from goldsmith.io.object_store import LOG_STORE_CLASS, check_credentials, is_object_store, spark_settings
+from goldsmith.io.object_store import check_credentials, is_object_store, spark_settings
+from goldsmith.io.storage_jar import S3_LOG_STORE
 
 ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}
 H = "spark.hadoop.fs.s3a."
@@ -24,7 +25,7 @@ def test_a_store_that_is_not_aws_gets_path_style_plain_http_and_a_region() -> No
     assert got[f"{H}endpoint.region"] == "us-east-1"
     assert (got[f"{H}access.key"], got[f"{H}secret.key"]) == ("key", "secret")
     assert got["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
-    assert got["spark.delta.logStore.s3a.impl"] == got["spark.delta.logStore.s3.impl"] == LOG_STORE_CLASS
+    assert got["spark.delta.logStore.s3a.impl"] == got["spark.delta.logStore.s3.impl"] == S3_LOG_STORE
     https = spark_settings({}, {**ENV, "AWS_ENDPOINT_URL_S3": "https://s3.example.org", "AWS_REGION": "eu-west-1"})
     assert https[f"{H}endpoint"] == "https://s3.example.org" and https[f"{H}connection.ssl.enabled"] == "true"
     assert https[f"{H}endpoint.region"] == "eu-west-1"

@@ -15,7 +15,7 @@ Delta on S3: a commit is the creation of `_delta_log/<version>.json`, and of two
 exactly one may succeed. Delta's own S3 LogStore (`S3SingleDriverLogStore`) only excludes writers inside one JVM:
 two processes (a second run, a notebook, another cluster) could both write version N, the second silently
 replacing the first. goldsmith's log store (`resources/ConditionalS3LogStore.java`, compiled and put among Spark's
-jars by set-up: `python -m goldsmith.io.object_store --install`) creates the file with `If-None-Match: *`, which
+jars by set-up: `goldsmith.io.storage_jar`) creates the file with `If-None-Match: *`, which
 AWS S3 (since 2024) and SeaweedFS honour: the loser gets 412, which Delta sees as a lost race. Every commit then
 holds across processes, and so does goldsmith's writer lease (`goldsmith.io.lease`), which is a Delta table.
 Without the compiled jar (no JDK at set-up) sessions keep Delta's default and say so once.
@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from goldsmith.errors import ConfigError
+from goldsmith.io import storage_jar
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +39,6 @@ SCHEMES = ("s3a://", "s3://", "s3n://")
 _HADOOP = "spark.hadoop.fs.s3a."
 # A credential given as settings, or a provider chain named explicitly (instance roles, web identity, ...).
 _CREDENTIAL_SETTINGS = (f"{_HADOOP}access.key", f"{_HADOOP}aws.credentials.provider")
-LOG_STORE_CLASS = "goldsmith.storage.ConditionalS3LogStore"
-LOG_STORE_JAR = "goldsmith-s3-log-store.jar"  # in Spark's jars folder
-_SOURCE = Path(__file__).resolve().parents[1] / "resources" / "ConditionalS3LogStore.java"
-
-
-def log_store_jar() -> Path:
-    """Where set-up puts the compiled log store: Spark's own jars folder (every JVM of the virtualenv). Under
-    spark-submit pyspark is imported from an archive: its `SPARK_HOME` names the folder then."""
-    from goldsmith.jvm import spark_jars_dir
-
-    installed = spark_jars_dir() / LOG_STORE_JAR
-    home = os.environ.get("SPARK_HOME")
-    if not installed.is_file() and home and (Path(home) / "jars" / LOG_STORE_JAR).is_file():
-        return Path(home) / "jars" / LOG_STORE_JAR
-    return installed
-
-
-def install_log_store() -> Path:
-    """Compile the conditional log store (once per source) and copy it among Spark's jars, unless it is there."""
-    from goldsmith.jvm import compiled_jar
-
-    built = compiled_jar("goldsmith-s3-log-store", [_SOURCE], "the s3a:// log store")
-    target = log_store_jar()
-    if not target.exists() or target.read_bytes() != built.read_bytes():
-        partial = target.with_suffix(f".{os.getpid()}.part")
-        shutil.copyfile(built, partial)
-        partial.replace(target)
-    return target
-
-
 def is_object_store(uri: str | None) -> bool:
     """Whether `uri` is on an S3-protocol store."""
     return bool(uri) and str(uri).lower().startswith(SCHEMES)
@@ -90,9 +59,9 @@ def spark_settings(conf: Mapping[str, str], environ: Mapping[str, str] | None = 
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         f"{_HADOOP}create.conditional.enabled": "true",
     }
-    if log_store if log_store is not None else log_store_jar().is_file():
-        found["spark.delta.logStore.s3a.impl"] = LOG_STORE_CLASS
-        found["spark.delta.logStore.s3.impl"] = LOG_STORE_CLASS
+    if log_store if log_store is not None else storage_jar.installed():
+        found["spark.delta.logStore.s3a.impl"] = storage_jar.S3_LOG_STORE
+        found["spark.delta.logStore.s3.impl"] = storage_jar.S3_LOG_STORE
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if endpoint:
@@ -213,19 +182,7 @@ def arrow_path(uri: str, options: dict[str, str] | None) -> tuple[str, Any]:
 def warn_without_log_store(uris: Iterable[str | None]) -> None:
     """Say once, when a path is on an object store and the conditional log store is not installed, what that
     means for concurrent writers."""
-    if uses_object_store(uris) and not log_store_jar().is_file():
+    if uses_object_store(uris) and not storage_jar.installed():
         log.warning("no %s among Spark's jars (set-up builds it with a JDK): Delta's default S3 log store "
-                    "excludes concurrent commits only inside this process", LOG_STORE_JAR)
+                    "excludes concurrent commits only inside this process", storage_jar.JAR)
 
-
-def main(argv: list[str]) -> int:
-    """`python -m goldsmith.io.object_store --install`: compile and install the conditional log store."""
-    if argv != ["--install"]:
-        print("usage: python -m goldsmith.io.object_store --install", file=sys.stderr)
-        return 2
-    print(install_log_store())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
