@@ -21,7 +21,8 @@ from goldsmith.config import load_pipeline
 from goldsmith.errors import ConfigError, GoldsmithError
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.landing import list_files, read_source
-from goldsmith.io.object_store import LOG_STORE_CLASS, configure
+from goldsmith.io.object_store import configure
+from goldsmith.io.storage_jar import S3_LOG_STORE
 from goldsmith.jobs.pipeline import run_pipeline
 
 pytestmark = pytest.mark.usefixtures("s3")
@@ -126,7 +127,7 @@ def test_two_writers_of_the_same_delta_version_cannot_both_win(spark: SparkSessi
     """goldsmith's log store (what every session uses for s3a:// once set-up installed it) creates a commit file
     only if absent: the second writer of a version gets FileAlreadyExistsException, as from a disk, and the first
     one's commit stays. Delta's default S3 log store would let the second overwrite it."""
-    assert spark.conf.get("spark.delta.logStore.s3a.impl") == LOG_STORE_CLASS
+    assert spark.conf.get("spark.delta.logStore.s3a.impl") == S3_LOG_STORE
     jvm: Any = spark.sparkContext._jvm
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     first, second = (jvm.goldsmith.storage.ConditionalS3LogStore(hadoop) for _ in range(2))
