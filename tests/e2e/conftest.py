@@ -244,6 +244,7 @@ def first_run(folder: Path) -> Subprocesses:
     root = folder / "flights" / "lake"
     args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
     running = start_goldsmith(*args)
+    _STARTED.append(running)
     second: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 600
@@ -252,6 +253,7 @@ def first_run(folder: Path) -> Subprocesses:
             time.sleep(0.5)
         still_running = running.poll() is None
         second = start_goldsmith(*args[:2], "--stages", "ingest", *args[2:])
+        _STARTED.append(second)
         seen = goldsmith("-q", "sql", "select count(*) as n from bronze.flights", "--root", str(root),
                          "--format", "csv")
         second_out, second_err = second.communicate(timeout=300)
@@ -266,6 +268,7 @@ def first_run(folder: Path) -> Subprocesses:
 
 
 _EARLY: list[Future[Subprocesses]] = []
+_STARTED: list[subprocess.Popen[str]] = []  # the first run's long-lived processes (`pytest_sessionfinish`)
 
 
 def early_first_run(factory: pytest.TempPathFactory) -> Future[Subprocesses]:
@@ -359,3 +362,11 @@ def submit_command(url: str, wheel: Path, folder: Path) -> tuple[str, ...]:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     start_early(session)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A session stopped early (Ctrl-C, `-x`) does not wait for the background first run: its processes are
+    killed (a run killed at any instant is one goldsmith recovers from). After a whole session they are done."""
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
