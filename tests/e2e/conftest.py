@@ -287,8 +287,7 @@ def start_early(session: pytest.Session) -> None:
     """Start the first run in the background when the session will run an end-to-end test that needs it."""
     if session.config.option.collectonly:
         return
-    if any("flights_lake" in getattr(item, "fixturenames", ()) or "landing" in getattr(item, "fixturenames", ())
-           for item in session.items):
+    if any({"flights_lake", "landing"} & set(getattr(item, "fixturenames", ())) for item in session.items):
         early_first_run(session.config._tmp_path_factory)  # type: ignore[attr-defined]
 
 
