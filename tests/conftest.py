@@ -4,18 +4,14 @@ subprocesses wrote through it)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from components import unavailable
+import servers
+from servers import ObjectStore
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -32,22 +28,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def goldsmith_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """goldsmith's wheel, built offline from a copy of the sources (the bundle's artifact, `--py-files`)."""
-    # From a copy: an in-tree build leaves build/lib behind, whose stale modules end up in later wheels
-    # (a deleted module would still "exist in the wheel"), and two builds at once share it.
-    src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "lib", src / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--wheel-dir", str(out), str(src)],
-        capture_output=True, text=True, check=False, timeout=300,
-    )
-    assert done.returncode == 0, f"pip wheel failed (setuptools and wheel come with scripts/setup.sh):\n" \
-                                 f"{done.stderr[-3000:]}"
-    (built,) = out.glob("*.whl")
-    return built
+    return servers.goldsmith_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="session")
@@ -87,37 +68,12 @@ def spark() -> Iterator[SparkSession]:
     session.stop()
 
 
-@dataclass(frozen=True)
-class ObjectStore:
-    """The local S3-protocol store of the session (scripts/objectstore: SeaweedFS on loopback)."""
-
-    env: dict[str, str]  # the AWS_* variables a goldsmith process reads
-    bucket: str
-    state: Path  # its folder: data, pid, log
-
-    @property
-    def endpoint(self) -> str:
-        return self.env["AWS_ENDPOINT_URL"]
-
-
 @pytest.fixture(scope="session")
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
-    """SeaweedFS started once for the session by `scripts/objectstore start` (free loopback ports, a key made
-    for it), stopped by its PID at the end. Without its binary (scripts/seaweedfs/build needs Go): a failure in
-    CI, a skip elsewhere."""
-    state = tmp_path_factory.mktemp("objectstore")
-    env = {**os.environ, "GOLDSMITH_OBJECTSTORE_DIR": str(state)}
-    started = subprocess.run(["bash", str(REPO / "scripts" / "objectstore"), "start", "--bucket", "goldsmith-tests"],
-                             env=env, capture_output=True, text=True, check=False, timeout=300)
-    if started.returncode != 0 and "scripts/seaweedfs/build needs Go" in started.stderr:
-        unavailable("no SeaweedFS binary (scripts/seaweedfs/build needs Go)",
-                    "no SeaweedFS binary: scripts/test builds it with scripts/seaweedfs/build (needs Go)")
-    assert started.returncode == 0, started.stderr[-3000:]
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
-                   if line.startswith("export "))
+    """SeaweedFS started once for the session (`servers.start_object_store`), stopped by its PID at the end."""
+    store = servers.start_object_store(tmp_path_factory.mktemp("objectstore"), "goldsmith-tests")
     try:
-        yield ObjectStore(exports, "goldsmith-tests", state)
+        yield store
     finally:
-        stopped = subprocess.run(["bash", str(REPO / "scripts" / "objectstore"), "stop", "--now"], env=env,
-                                 capture_output=True, text=True, check=False, timeout=120)
+        stopped = store.stop()
         assert stopped.returncode == 0, stopped.stderr

@@ -1,12 +1,12 @@
 """End-to-end tests: the CLI and spark-submit as a user runs them, in subprocesses.
 
 A command is proven by running it; what it wrote is checked through the test process's own SparkSession
-(`reader`), not by starting another `goldsmith sql` per question. The flights lakehouse (every 30th real flight
-of 2013, malformed lines injected, every stage of the shipped pipeline, its gates included) is built once per
-session by `flights_lake`, in subprocesses started as soon as the tests are collected (`early_first_run`): the
-tier runs last (pyproject.toml's testpaths), so that run's JVM works while the unit and Spark tiers run in this
-one;
-the tests of test_cli.py continue from it in the order they are written, the cluster and SQL server tests
+(`reader`), not by starting another `goldsmith sql` per question. The tier runs last (pyproject.toml's testpaths)
+and its longest subprocesses start in a background lane (`Lane`) as soon as the tests are collected, so that they
+work while the unit and Spark tiers run in this process: the flights lakehouse (`first_run`: every 30th real
+flight of 2013, malformed lines injected, every stage of the shipped pipeline, its gates included), then the
+standalone cluster and the applications submitted to it (test_cluster.py, test_horovod.py). The tests of
+test_cli.py continue from the flights lakehouse in the order they are written; the cluster and SQL server tests
 compare with it.
 """
 
@@ -20,17 +20,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pyspark.sql import SparkSession
 
+import servers
 from goldsmith.io.lakehouse import ROOT_CONF, Lakehouse
 from goldsmith.io.tables import TableRef
 from goldsmith.jobs.context import RunContext
@@ -38,6 +40,7 @@ from goldsmith.jobs.context import RunContext
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 C1_ONLY = "-XX:TieredStopAtLevel=1"
+T = TypeVar("T")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -198,7 +201,8 @@ def make_landing(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return early_first_run(tmp_path_factory).result().landing
+    done: Subprocesses = LANE.result("start_first_run", tmp_path_factory)
+    return done.landing
 
 
 # The features: row count and a checksum of every column. Predictions are compared row by row (`PREDICTIONS`):
@@ -235,6 +239,105 @@ class Subprocesses:
     competitor: subprocess.CompletedProcess[str]
 
 
+class Lane:
+    """Work of the end-to-end tier done in one background thread, one job after another, started as soon as the
+    session's tests are collected: the tier runs last (pyproject.toml's testpaths), so the jobs' subprocesses (the
+    first pipeline run, the cluster's applications) work while the unit and Spark tiers run in this process, on
+    the cores those leave idle. A job is registered with `job` (in this module or a test module: both are imported
+    during collection) and started when a selected test uses one of its fixtures, after the jobs it needs; a
+    fixture that asks for a job nobody started starts it then. A job's processes are `track`ed and its servers
+    registered with `on_close`: a session stopped early kills and stops them (`close`)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[Callable[[pytest.TempPathFactory], Any], tuple[str, ...], tuple[str, ...]]] = {}
+        self._futures: dict[str, Future[Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._processes: list[subprocess.Popen[str]] = []
+        self._stops: dict[str, Callable[[], object]] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def job(self, *, fixtures: tuple[str, ...], needs: tuple[str, ...] = ()) -> Callable[[Callable[..., T]],
+                                                                                            Callable[..., T]]:
+        """Register the decorated function (`fn(tmp_path_factory)`) as a job read by `fixtures`."""
+        def register(work: Callable[..., T]) -> Callable[..., T]:
+            self._jobs[work.__name__] = (work, needs, fixtures)
+            return work
+        return register
+
+    def start_for(self, items: list[pytest.Item], factory: pytest.TempPathFactory) -> None:
+        """Start, in registration order, every job whose fixtures a selected test uses."""
+        used = {name for item in items for name in getattr(item, "fixturenames", ())}
+        for name, (_, _, fixtures) in self._jobs.items():
+            if used & set(fixtures):
+                self.start(name, factory)
+
+    def start(self, name: str, factory: pytest.TempPathFactory) -> Future[Any]:
+        """Queue job `name` (once), after the jobs it needs."""
+        with self._lock:
+            work, needs, _ = self._jobs[name]
+            for need in needs:
+                self.start(need, factory)
+            if name not in self._futures:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="e2e-lane")
+                self._futures[name] = self._pool.submit(work, factory)
+            return self._futures[name]
+
+    def result(self, name: str, factory: pytest.TempPathFactory) -> Any:
+        """Job `name`'s outcome, waiting for it (a job asks for the jobs it needs: they ran before it)."""
+        return self.start(name, factory).result()
+
+    def track(self, process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        """A process a job started, killed by `close` if it still runs then."""
+        with self._lock:
+            self._processes.append(process)
+            closed = self._closed
+        if closed:
+            process.kill()
+        return process
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: int) -> subprocess.CompletedProcess[str]:
+        """`run`, with the process tracked."""
+        process = self.track(start(*args, env=env))
+        try:
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def on_close(self, name: str, stop: Callable[[], object]) -> None:
+        """Register how to stop the server `name` a job starts (before starting it): `stop(name)` or `close`."""
+        with self._lock:
+            self._stops[name] = stop
+            closed = self._closed
+        if closed:
+            self.stop(name)
+
+    def stop(self, name: str) -> object:
+        """Stop server `name` now (once): what its stop returned, or None when it was stopped before."""
+        with self._lock:
+            stop = self._stops.pop(name, None)
+        return stop() if stop is not None else None
+
+    def close(self) -> None:
+        """Drop the jobs not begun, kill the processes still running, stop the servers not stopped yet."""
+        with self._lock:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            processes = list(self._processes)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        for name in reversed(list(self._stops)):
+            self.stop(name)
+
+
+LANE = Lane()
+
+
 def first_run(folder: Path) -> Subprocesses:
     """`goldsmith run` of every stage on the landing files, with `goldsmith sql` reading the catalog in a second
     process while the pipeline writes it (the one `goldsmith sql` subprocess of the suite), and a second
@@ -243,8 +346,7 @@ def first_run(folder: Path) -> Subprocesses:
     landing = make_landing(folder / "landing")
     root = folder / "flights" / "lake"
     args = ("run", "conf/pipelines/flights.yml", "--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
-    running = start_goldsmith(*args)
-    _STARTED.append(running)
+    running = LANE.track(start_goldsmith(*args))
     second: subprocess.Popen[str] | None = None
     try:
         deadline = time.monotonic() + 600
@@ -252,8 +354,7 @@ def first_run(folder: Path) -> Subprocesses:
             assert time.monotonic() < deadline, "no silver.flights within 600 s"
             time.sleep(0.5)
         still_running = running.poll() is None
-        second = start_goldsmith(*args[:2], "--stages", "ingest", *args[2:])
-        _STARTED.append(second)
+        second = LANE.track(start_goldsmith(*args[:2], "--stages", "ingest", *args[2:]))
         seen = goldsmith("-q", "sql", "select count(*) as n from bronze.flights", "--root", str(root),
                          "--format", "csv")
         second_out, second_err = second.communicate(timeout=300)
@@ -267,34 +368,16 @@ def first_run(folder: Path) -> Subprocesses:
                         subprocess.CompletedProcess(second.args, second.returncode, second_out, second_err))
 
 
-_EARLY: list[Future[Subprocesses]] = []
-_STARTED: list[subprocess.Popen[str]] = []  # the first run's long-lived processes (`pytest_sessionfinish`)
-
-
-def early_first_run(factory: pytest.TempPathFactory) -> Future[Subprocesses]:
-    """The first run, started once per session: by `start_early` as soon as the session's tests are collected
-    (the end-to-end tier runs last, so the run's own JVM works while the unit and Spark tiers do), or here when
-    a fixture needs it first."""
-    if not _EARLY:
-        folder = factory.mktemp("first-run")
-        pool = ThreadPoolExecutor(1, thread_name_prefix="e2e-first-run")
-        _EARLY.append(pool.submit(first_run, folder))
-        pool.shutdown(wait=False)
-    return _EARLY[0]
-
-
-def start_early(session: pytest.Session) -> None:
-    """Start the first run in the background when the session will run an end-to-end test that needs it."""
-    if session.config.option.collectonly:
-        return
-    if any({"flights_lake", "landing"} & set(getattr(item, "fixturenames", ())) for item in session.items):
-        early_first_run(session.config._tmp_path_factory)  # type: ignore[attr-defined]
+@LANE.job(fixtures=("flights_lake", "landing"))
+def start_first_run(factory: pytest.TempPathFactory) -> Subprocesses:
+    """`first_run` in a folder of the session's."""
+    return first_run(factory.mktemp("first-run"))
 
 
 @pytest.fixture(scope="session")
 def flights_lake(tmp_path_factory: pytest.TempPathFactory, reader: Reader) -> FirstRun:
     """The first run's outcome (`first_run`), its gold tables read back through the test process's session."""
-    done = early_first_run(tmp_path_factory).result()
+    done: Subprocesses = LANE.result("start_first_run", tmp_path_factory)
     assert done.run.returncode == 0, done.run.stderr[-3000:]
     assert done.still_running, "the pipeline finished before the reader started: nothing was concurrent"
     assert done.seen.returncode == 0, done.seen.stderr[-3000:]
@@ -326,23 +409,40 @@ def master_state(webui: int) -> dict[str, object]:
     return state
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+@dataclass(frozen=True)
+class Cluster:
+    """A standalone master and a 2-core worker on loopback (scripts/cluster), and the wheel submitted to it."""
+
+    url: str
+    webui: int
+    wheel: Path
+
+
+@LANE.job(fixtures=("cluster",))
+def start_cluster(factory: pytest.TempPathFactory) -> Cluster:
     """A standalone master and a 2-core worker (one executor JVM: a second one JIT-compiles the same code again on
-    the same two cores, 15 s more per run, measured), shared by the cluster tests; stopped at the end."""
+    the same two cores, 15 s more per run, measured), shared by the cluster tests; stopped by `cluster`."""
     port, webui = free_port(), free_port()
-    env = {"GOLDSMITH_CLUSTER_DIR": str(tmp_path_factory.mktemp("cluster") / "cluster")}
+    env = {"GOLDSMITH_CLUSTER_DIR": str(factory.mktemp("cluster") / "cluster")}
+    LANE.on_close("cluster", lambda: run("bash", "scripts/cluster", "stop", env=env, timeout=120))
     started = run("bash", "scripts/cluster", "start", "--workers", "1", "--cores", "2", "--memory", "2g",
                   "--port", str(port), "--webui-port", str(webui), env=env, timeout=180)
+    assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
+    url = started.stdout.strip().splitlines()[-1]
+    assert url == f"spark://127.0.0.1:{port}"
+    return Cluster(url, webui, servers.goldsmith_wheel(factory.mktemp("wheel")))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster the background lane started (`start_cluster`), stopped at the end of the session."""
     try:
-        assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
-        url = started.stdout.strip().splitlines()[-1]
-        assert url == f"spark://127.0.0.1:{port}"
-        assert master_state(webui)["aliveworkers"] == 1
-        yield url, webui
+        started: Cluster = LANE.result("start_cluster", tmp_path_factory)
+        assert master_state(started.webui)["aliveworkers"] == 1
+        yield started
     finally:
-        stopped = run("bash", "scripts/cluster", "stop", env=env, timeout=120)
-        assert stopped.returncode == 0, stopped.stderr
+        stopped = LANE.stop("cluster")
+    assert isinstance(stopped, subprocess.CompletedProcess) and stopped.returncode == 0, stopped
     assert "stopped 2 process(es)" in stopped.stdout
 
 
@@ -360,12 +460,13 @@ def submit_command(url: str, wheel: Path, folder: Path) -> tuple[str, ...]:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    start_early(session)
+    """Start the background lane's jobs the selected tests will read (`Lane`)."""
+    if not session.config.option.collectonly:
+        LANE.start_for(session.items, session.config._tmp_path_factory)  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A session stopped early (Ctrl-C, `-x`) does not wait for the background first run: its processes are
-    killed (a run killed at any instant is one goldsmith recovers from). After a whole session they are done."""
-    for process in _STARTED:
-        if process.poll() is None:
-            process.kill()
+    """A session stopped early (Ctrl-C, `-x`) does not wait for the background lane: its processes are killed (a
+    run killed at any instant is one goldsmith recovers from) and its servers stopped. After a whole session its
+    jobs are done and their fixtures stopped what they started."""
+    LANE.close()

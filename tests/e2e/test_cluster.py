@@ -13,23 +13,28 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import servers
 from goldsmith.io import storage_jar
 from goldsmith.io.object_store import configure, upload_folder
+from servers import ObjectStore
 
 from .conftest import (
     FEATURES_CHECKSUM,
     FLIGHTS,
+    LANE,
     PREDICTIONS,
     REPO,
+    Cluster,
     FirstRun,
     Reader,
+    Subprocesses,
     master_state,
-    run,
     run_in_process,
     serve,
     submit_command,
@@ -38,60 +43,102 @@ from .conftest import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def tracking_server(object_store: Any) -> Iterator[str]:
+# The pipeline as submitted: the `cluster` overlay, the lakehouse and the landing files (LANDING) on the store.
+ARGS = ("conf/pipelines/flights.yml", "--env", "cluster", "--stages", "ingest,refine,features,train,score",
+        "--set", "vars.landing=LANDING",
+        # 11,226 flights on an executor of 2 cores: the overlay's 64 shuffle partitions would be 64 near-empty
+        # tasks per shuffle.
+        "--set", "spark.conf.spark.sql.shuffle.partitions=2",
+        # Only the candidate that won the local run's leaderboard (logistic regression, C=1): the same model on
+        # the same rows, without four more fits logged to the tracking server.
+        "--set", "models.flight_delay.trainer.search={logistic_regression: {C: [1.0]}}")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The flights pipeline submitted to the cluster (`submit_flights`), and what it ran against."""
+
+    root: str  # the lakehouse on the store
+    args: tuple[str, ...]  # the pipeline's arguments
+    store: ObjectStore
+    tracking: str  # the tracking server's URI
+    tracking_log: str  # what `scripts/tracking start` printed
+    uploaded: int  # landing files uploaded
+    code: Path  # the wheel shipped as --py-files
+    done: subprocess.CompletedProcess[str]
+
+
+def start_tracking_server(store: ObjectStore) -> subprocess.CompletedProcess[str]:
     """MLflow as a team runs it (scripts/tracking): a throwaway PostgreSQL cluster as its backend store, the
-    artifacts on the object store, both on loopback; stopped after the test. (Its folder is outside pytest's
-    private one: PostgreSQL runs as its own user when the tests run as root.)"""
+    artifacts on the object store, both on loopback; stopped with the lane's "tracking". (Its folder is outside
+    pytest's private one: PostgreSQL runs as its own user when the tests run as root.)"""
     state = Path(tempfile.mkdtemp(prefix="goldsmith-tracking-"))
     state.chmod(0o755)
-    env = {**os.environ, **object_store.env, "GOLDSMITH_TRACKING_DIR": str(state),
-           "GOLDSMITH_TRACKING_BUCKET": object_store.bucket}
-    try:
-        started = subprocess.run(["bash", str(REPO / "scripts" / "tracking"), "start"], env=env, capture_output=True,
-                                 text=True, check=False, timeout=300)
-        assert started.returncode == 0, started.stderr[-3000:]
-        assert "runs in PostgreSQL" in started.stderr and f"s3://{object_store.bucket}/mlflow" in started.stderr
-        yield started.stdout.strip().split("=", 1)[1]
-    finally:
+    env = {**os.environ, **store.env, "GOLDSMITH_TRACKING_DIR": str(state), "GOLDSMITH_TRACKING_BUCKET": store.bucket}
+
+    def stop() -> None:
         subprocess.run(["bash", str(REPO / "scripts" / "tracking"), "stop"], env=env, capture_output=True,
                        check=False, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
 
+    LANE.on_close("tracking", stop)
+    return subprocess.run(["bash", str(REPO / "scripts" / "tracking"), "start"], env=env, capture_output=True,
+                          text=True, check=False, timeout=300)
 
-def test_cluster_on_the_object_store_equals_the_local_run(
-    landing: Path, tmp_path: Path, goldsmith_wheel: Path, cluster: tuple[str, int], object_store: Any,
-    tracking_server: str, flights_lake: FirstRun, reader: Reader, spark: Any, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    url, webui = cluster
-    store = f"s3a://{object_store.bucket}/cluster"
-    root, on_store_landing = f"{store}/lakehouse", f"{store}/landing"
+
+@LANE.job(fixtures=("flights_on_the_cluster",), needs=("start_first_run", "start_cluster"))
+def submit_flights(factory: pytest.TempPathFactory) -> Submitted:
+    """In the background lane: the cluster's own object store and tracking server, the landing files uploaded,
+    the pipeline submitted (the command under test)."""
+    landing: Subprocesses = LANE.result("start_first_run", factory)
+    cluster: Cluster = LANE.result("start_cluster", factory)
+    LANE.on_close("cluster-store", lambda: store.stop())
+    store = servers.start_object_store(factory.mktemp("cluster-store"), "goldsmith-cluster")
+    tracking = start_tracking_server(store)
+    assert tracking.returncode == 0, tracking.stderr[-3000:]
+    uri = tracking.stdout.strip().split("=", 1)[1]
+    root, on_store_landing = f"s3a://{store.bucket}/cluster/lakehouse", f"s3a://{store.bucket}/cluster/landing"
     # The landing files (with their malformed lines) uploaded as a client would.
-    assert upload_folder(landing, on_store_landing, object_store.env) == 5
-    submit = submit_command(url, goldsmith_wheel, tmp_path)
-    code = Path(submit[submit.index("--py-files") + 1])
+    uploaded = upload_folder(landing.landing, on_store_landing, store.env)
+    submit = submit_command(cluster.url, cluster.wheel, factory.mktemp("cluster-run"))
     # What every process of the cluster shares: loopback addresses, the storage root, the tracking server, the
     # store's endpoint and key (the driver puts them in the application's Hadoop settings for the executors).
-    env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": root, "MLFLOW_TRACKING_URI": tracking_server,
-           **object_store.env}
-    args = ("conf/pipelines/flights.yml", "--env", "cluster", "--stages", "ingest,refine,features,train,score",
-            "--set", f"vars.landing={on_store_landing}",
-            # 11,226 flights on an executor of 2 cores: the overlay's 64 shuffle partitions would be 64 near-empty
-            # tasks per shuffle.
-            "--set", "spark.conf.spark.sql.shuffle.partitions=2",
-            # Only the candidate that won the local run's leaderboard (logistic regression, C=1): the same model
-            # on the same rows, without four more fits logged to the tracking server.
-            "--set", "models.flight_delay.trainer.search={logistic_regression: {C: [1.0]}}")
-    on_cluster = run(*submit, "spark_jobs/pipeline.py", *args, env=env, timeout=1500)
+    env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": root, "MLFLOW_TRACKING_URI": uri, **store.env}
+    args = tuple(a.replace("LANDING", on_store_landing) for a in ARGS)
+    done = LANE.run(*submit, "spark_jobs/pipeline.py", *args, env=env, timeout=1500)
+    return Submitted(root, args, store, uri, tracking.stderr, uploaded,
+                     Path(submit[submit.index("--py-files") + 1]), done)
+
+
+@pytest.fixture(scope="session")
+def flights_on_the_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Submitted]:
+    """`submit_flights`'s outcome; its tracking server and store stopped after the test."""
+    try:
+        yield LANE.result("submit_flights", tmp_path_factory)
+    finally:
+        LANE.stop("tracking")
+        stopped = LANE.stop("cluster-store")
+    assert isinstance(stopped, subprocess.CompletedProcess) and stopped.returncode == 0, stopped
+
+
+def test_cluster_on_the_object_store_equals_the_local_run(
+    flights_on_the_cluster: Submitted, cluster: Cluster, flights_lake: FirstRun, reader: Reader, spark: Any,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    submitted, object_store, tracking_server = flights_on_the_cluster, flights_on_the_cluster.store, \
+        flights_on_the_cluster.tracking
+    root, args, on_cluster = submitted.root, submitted.args, submitted.done
+    assert "runs in PostgreSQL" in submitted.tracking_log
+    assert f"s3://{object_store.bucket}/mlflow" in submitted.tracking_log
+    assert submitted.uploaded == 5
     assert on_cluster.returncode == 0, (on_cluster.stdout + on_cluster.stderr)[-3000:]
-    apps = master_state(webui)["completedapps"]
+    apps = master_state(cluster.webui)["completedapps"]
     assert isinstance(apps, list)
     assert "goldsmith-flights" in {app["name"] for app in apps}
     # The run checked that its executors import goldsmith from the shipped wheel, not the workers' own copy.
     line = next(x for x in on_cluster.stdout.splitlines() if "executors import goldsmith" in x)
     paths = line.split(" from ", 1)[1].split(", ")
-    assert all(p.endswith(f"/{code.name}/goldsmith/__init__.py") for p in paths), line
+    assert all(p.endswith(f"/{submitted.code.name}/goldsmith/__init__.py") for p in paths), line
     assert f"open {tracking_server}" in on_cluster.stdout  # runs and models went to the tracking server
     assert f"no {storage_jar.JAR}" not in on_cluster.stdout + on_cluster.stderr
 

@@ -9,6 +9,7 @@ elsewhere."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from goldsmith.errors import BackendUnavailable
 from goldsmith.jobs.train import TrainOutcome
 from goldsmith.ml.backends import require
 
-from .conftest import FirstRun, Reader, run, run_in_process, submit_command
+from .conftest import LANE, Cluster, FirstRun, Reader, Subprocesses, run_in_process, submit_command
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +42,11 @@ SCORED = ("select count(*) as n, count(distinct model_version) as versions, max(
           "min(probability) as low, max(probability) as high from gold.flight_delay_predictions")
 
 
-def features_copy(flights_lake: FirstRun, dest: Path) -> Path:
-    """A lakehouse root holding only the first run's gold.flight_features: training starts from there."""
+def features_copy(first: Path, dest: Path) -> Path:
+    """A lakehouse root holding only the first run's (at `first`) gold.flight_features: training starts there."""
     root = dest / "lake"
     (root / "gold").mkdir(parents=True)
-    shutil.copytree(flights_lake.root / "gold" / "flight_features", root / "gold" / "flight_features")
+    shutil.copytree(first / "gold" / "flight_features", root / "gold" / "flight_features")
     return root
 
 
@@ -64,7 +65,7 @@ class LocalRun:
 @pytest.fixture(scope="module")
 def local_run(spark: SparkSession, flights_lake: FirstRun, reader: Reader,
               tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
-    root = features_copy(flights_lake, tmp_path_factory.mktemp("horovod-local"))
+    root = features_copy(flights_lake.root, tmp_path_factory.mktemp("horovod-local"))
     common = ("--set", f"storage.root={root}", "--set", GATES)
     torch = run_in_process(spark, PIPELINE, *common, "--set", TRAINER % "torch-distributor", "--stages", "train")
     horovod = run_in_process(spark, PIPELINE, *common, "--set", TRAINER % "horovod", "--stages", "train,score")
@@ -90,24 +91,39 @@ def test_horovod_matches_torch_distributor_and_scores_december(local_run: LocalR
     assert 0.0 < scored["low"] < scored["high"] < 1.0
 
 
+@LANE.job(fixtures=("horovod_on_the_cluster",), needs=("start_first_run", "start_cluster"))
+def submit_horovod(factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    """In the background lane: the train and score stages with `backend: horovod` submitted to the cluster, on a
+    copy of the first run's features. Its lakehouse root, the shipped --py-files archive, and the command's outcome."""
+    first: Subprocesses = LANE.result("start_first_run", factory)
+    cluster: Cluster = LANE.result("start_cluster", factory)
+    folder = factory.mktemp("horovod-cluster")
+    root = features_copy(first.root, folder)
+    submit = submit_command(cluster.url, cluster.wheel, folder)
+    done = LANE.run(*submit, "spark_jobs/pipeline.py", PIPELINE, "--stages", "train,score", "--set",
+                    f"storage.root={root}", "--set", GATES, "--set", TRAINER % "horovod",
+                    "--set", "spark.conf.spark.sql.shuffle.partitions=2",
+                    env={"SPARK_LOCAL_IP": "127.0.0.1"}, timeout=900)
+    return root, Path(submit[submit.index("--py-files") + 1]), done
+
+
+@pytest.fixture(scope="session")
+def horovod_on_the_cluster(tmp_path_factory: pytest.TempPathFactory,
+                           ) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    return LANE.result("submit_horovod", tmp_path_factory)  # type: ignore[no-any-return]
+
+
 def test_horovod_on_the_cluster_trains_the_same_model(
-    local_run: LocalRun, flights_lake: FirstRun, cluster: tuple[str, int], goldsmith_wheel: Path,
-    reader: Reader, tmp_path: Path,
+    local_run: LocalRun, horovod_on_the_cluster: tuple[Path, Path, subprocess.CompletedProcess[str]],
+    cluster: Cluster, reader: Reader,
 ) -> None:
-    url, _ = cluster
-    root = features_copy(flights_lake, tmp_path)
-    submit = submit_command(url, goldsmith_wheel, tmp_path)
-    done = run(*submit, "spark_jobs/pipeline.py", PIPELINE, "--stages", "train,score", "--set",
-               f"storage.root={root}", "--set", GATES, "--set", TRAINER % "horovod",
-               "--set", "spark.conf.spark.sql.shuffle.partitions=2",
-               env={"SPARK_LOCAL_IP": "127.0.0.1"}, timeout=900)
+    root, code, done = horovod_on_the_cluster
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "2 processes (Spark tasks)" in done.stdout
     # Both ranks imported goldsmith from the shipped --py-files archive, not the workers' installed copy.
-    code = Path(submit[submit.index("--py-files") + 1]).name
     line = next(x for x in done.stdout.splitlines() if "horovod ranks import goldsmith from" in x)
     paths = line.split(" from ", 1)[1].split(", ")
-    assert paths and all(p.endswith(f"/{code}/goldsmith/__init__.py") for p in paths), line
+    assert paths and all(p.endswith(f"/{code.name}/goldsmith/__init__.py") for p in paths), line
     rows = {r["flight_id"]: r for r in reader.rows(
         "select flight_id, probability, model_version from gold.flight_delay_predictions", root)}
     assert rows.keys() == local_run.probabilities.keys()
