@@ -167,7 +167,7 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
     # On the JVM's own class path: the Thrift server's threads load the listener and the password check with
     # the system class loader, which does not see `spark.jars`.
     conf["spark.driver.extraClassPath"] = str(server_jar())
-    spark = build_session("goldsmith-sql-server", "local[*]", conf)
+    spark = build_session("goldsmith-sql-server", "local[*]", conf, batch=False)
     jvm: Any = spark.sparkContext._jvm
     lakehouse = Lakehouse(spark, root)
     folder = local_folder(lakehouse.root)

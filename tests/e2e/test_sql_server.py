@@ -309,6 +309,9 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         # The server's JVM (Thrift port, Spark driver, block manager, UI) listens on loopback only.
         addresses = listening_addresses(server.pid)
         assert addresses and addresses <= LOOPBACK, addresses
+        # A server, not a batch run: its JVM keeps Java's default collector (goldsmith.session.BATCH_GC).
+        options = (jvm_child(server.pid) / "cmdline").read_bytes().split(b"\0")
+        assert b"-Dlog4j.configurationFile=" in b" ".join(options) and b"-XX:+UseParallelGC" not in options, options
 
         # Wrong credentials get one answer, whoever is asked (PyHive: a JDBC client without a JVM start each);
         # a grant added with the CLI works at once.
@@ -436,13 +439,18 @@ def ldap_directory(folder: Path) -> Iterator[int]:
         server.wait(timeout=30)
 
 
-def jvm_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of the process `pid`'s JVM child so far."""
+def jvm_child(pid: int) -> Path:
+    """/proc's folder of the process `pid`'s JVM child."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and _parent(proc) == pid and (proc / "comm").read_text().strip() == "java":
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return proc
     raise AssertionError(f"no JVM under {pid}")
+
+
+def jvm_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the process `pid`'s JVM child so far."""
+    fields = (jvm_child(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tls_connect(port: int, user: str, password: str, cafile: Path) -> object:

@@ -1,4 +1,5 @@
-"""The shared session's JVM maps the class archive set-up recorded (goldsmith.class_archive)."""
+"""The shared session's JVM as goldsmith starts it: it maps the class archive set-up recorded
+(goldsmith.class_archive) and collects with the batch collector (goldsmith.session.BATCH_GC)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def test_the_session_jvm_maps_the_recorded_archive(spark: SparkSession) -> None:
     assert int(mapped.group(1)) > archive.stat().st_size, (
         "only the JDK's base archive is mapped: the JVM refused the recorded one (recorded with another class "
         "path or JDK than this session's)")
+
+
+def test_the_session_jvm_collects_with_the_parallel_collector(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    collectors = {bean.getName() for bean in jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors  # G1's are "G1 Young Generation", ...

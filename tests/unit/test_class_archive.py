@@ -87,3 +87,16 @@ def test_a_new_recording_removes_the_virtualenvs_stale_archives(venv: Path) -> N
         path.write_bytes(b"recorded")
     assert class_archive.remove_stale(archive) == [stale]
     assert archive.is_file() and not stale.exists()
+
+
+def test_a_batch_jvm_gets_the_parallel_collector_unless_the_user_picks_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goldsmith import session
+
+    monkeypatch.setenv(session.JAVA_OPTIONS, "-XX:TieredStopAtLevel=1")
+    options = session.driver_java_options()
+    assert options[-2:] == [session.BATCH_GC, "-XX:TieredStopAtLevel=1"]  # the user's options come last
+    assert session.BATCH_GC not in session.driver_java_options(batch=False)  # a server keeps Java's default
+    monkeypatch.setenv(session.JAVA_OPTIONS, "-XX:+UseZGC -Xmx1g")
+    options = session.driver_java_options()
+    # Two collectors would stop the JVM at start ("Conflicting collector combinations").
+    assert session.BATCH_GC not in options and options[-2:] == ["-XX:+UseZGC", "-Xmx1g"]
