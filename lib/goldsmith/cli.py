@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow statements that write or change the catalog (default: refused)")
     serve.add_argument("--refresh-seconds", type=float, default=10.0,
                        help="how often tables created by pipelines are picked up (default 10)")
+    serve.add_argument("--audit-seconds", type=float, default=60.0,
+                       help="how often the audit log's new lines are appended to ops.sql_audit, in one commit "
+                            "(default 60; the rest as the server stops)")
     serve.add_argument("--users", default=None, metavar="FILE",
                        help="the users file (default: <root>/_sql/users.json, made by `serve-sql users add`)")
     serve.add_argument("--no-auth", action="store_true",
@@ -336,6 +339,7 @@ def cmd_serve_sql(args: argparse.Namespace) -> int:
     object_store.check_credentials([root], {})
     options = ServeOptions(
         port=args.port, host=args.host, writable=args.writable, refresh_seconds=args.refresh_seconds,
+        audit_seconds=args.audit_seconds,
         auth=not args.no_auth, users=args.users, open_grants=tuple(args.open_grant or ("gold",)),
         tls_keystore=args.tls_keystore, query_timeout=args.query_timeout, max_sessions=args.max_sessions,
         max_rows=args.max_rows, ldap_url=args.ldap_url, ldap_user_dn=args.ldap_user_dn,

@@ -58,6 +58,9 @@ class ServeOptions:
     host: str = "127.0.0.1"
     writable: bool = False
     refresh_seconds: float = 10.0
+    # How often the audit log's new lines are appended to ops.sql_audit (and once more as the server stops): one
+    # Delta commit per batch, so a busy server does not add a small file and a commit at every refresh.
+    audit_seconds: float = 60.0
     auth: bool = True  # False: --no-auth, loopback only
     users: str | None = None  # the users file (default <root>/_sql/users.json)
     open_grants: tuple[str, ...] = ("gold",)  # what everyone may read without authentication
@@ -220,12 +223,15 @@ def serve_sql(root: str, options: ServeOptions | None = None) -> int:
         log.info("  try:  beeline -u jdbc:hive2://%s:%d%s -e 'show tables in gold'", host, port,
                  " -n USER -p PASSWORD" if users else "")
         log.info("  audit: %s", audit)
+        copied = time.monotonic()
         while not stop.wait(refresh_seconds):
             added = sorted(set(lakehouse.attach()) - set(tables))
             if added:
                 log.info("attached %s", ", ".join(added))
                 tables.extend(added)
-            trail.copy()
+            if time.monotonic() - copied >= options.audit_seconds:
+                trail.copy()
+                copied = time.monotonic()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

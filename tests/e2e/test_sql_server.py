@@ -240,6 +240,7 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
 
     root, log = tmp_path / "lake", tmp_path / "serve-sql.log"
     users = users_file(root)
+    started = time.monotonic()
     served = serve(root, log)
     port, server = next(served)
     try:
@@ -344,6 +345,7 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         assert not (root / "gold" / "copy").exists()
     finally:
         next(served, None)
+    lived = time.monotonic() - started
     err = log.read_text()
     assert server.returncode == 0, err[-3000:]
     assert "serving" in err and "read-only" in err and f"users of {users}" in err and "stopping the SQL server" in err
@@ -374,6 +376,9 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     # The server copied the log into ops.sql_audit in batches, the last one as it stopped.
     copied = reader.row("select count(*) as n, count_if(not allowed) as refused from ops.sql_audit", root)
     assert copied == {"n": len(lines), "refused": len(logins) + len(refusals)}
+    # One commit per --audit-seconds (60) at most, and one as it stopped; not one per refresh (every second here).
+    commits = (reader.version("ops.sql_audit", root) or 0) + 1
+    assert commits <= int(lived // 60) + 1, (commits, lived)
 
 
 def slapd_binary() -> tuple[Path, dict[str, str]] | None:
