@@ -92,8 +92,8 @@ def submit_flights(factory: pytest.TempPathFactory) -> Submitted:
     the pipeline submitted (the command under test)."""
     landing: Subprocesses = LANE.result("start_first_run", factory)
     cluster: Cluster = LANE.result("start_cluster", factory)
-    LANE.on_close("cluster-store", lambda: store.stop())
     store = servers.start_object_store(factory.mktemp("cluster-store"), "goldsmith-cluster")
+    LANE.on_close("cluster-store", store.stop)
     tracking = start_tracking_server(store)
     assert tracking.returncode == 0, tracking.stderr[-3000:]
     uri = tracking.stdout.strip().split("=", 1)[1]
