@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 REPO = Path(__file__).resolve().parents[1]
+E2E = REPO / "tests" / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test's tier as its xdist group: `scripts/test` (`-n 2 --dist loadgroup`) runs the end-to-end tier in
+    one worker and the unit and Spark tiers in the other, side by side. The Spark tier's driver works mostly on one
+    core (planning, the Delta log), and the end-to-end tier mostly waits on its subprocesses and servers: together
+    they keep both cores busy. Each tier keeps its own session and builds its lakehouses once, in its worker; the
+    Spark tier is not split further (a second JVM would JIT-compile the same Spark code again on the same two
+    cores). Under plain `pytest` the groups do nothing."""
+    for item in items:
+        tier = "e2e" if E2E in Path(str(item.path)).parents else "lakehouse"
+        item.add_marker(pytest.mark.xdist_group(tier))
 
 
 @pytest.fixture(scope="session")
