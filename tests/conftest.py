@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,22 +17,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`scripts/test` runs pytest with two xdist workers: the end-to-end tier in one, the unit and Spark tiers in
-    the other, side by side (xdist's own `--dist loadgroup` leaves the groups unsplit only by renaming test ids,
-    which this pytest does not keep). The Spark tier's driver works mostly on one core (planning, the Delta log)
-    and the end-to-end tier mostly waits on its subprocesses and servers: together they keep both cores busy. Each
-    tier keeps its own session and builds its lakehouses once, in its worker; the Spark tier is not split further
-    (a second JVM would JIT-compile the same Spark code again on the same two cores)."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByTier(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "e2e" if nodeid.startswith("tests/e2e/") else "lakehouse"
-
-    return ByTier(config, log)
 
 
 @pytest.fixture(scope="session")

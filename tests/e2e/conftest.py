@@ -256,7 +256,6 @@ class Lane:
         self._stops: dict[str, Callable[[], object]] = {}
         self._lock = threading.RLock()
         self._closed = False
-        self.started = False  # start_for was called
 
     def job(self, *, fixtures: tuple[str, ...], needs: tuple[str, ...] = ()) -> Callable[[Callable[..., T]],
                                                                                             Callable[..., T]]:
@@ -268,7 +267,6 @@ class Lane:
 
     def start_for(self, items: list[pytest.Item], factory: pytest.TempPathFactory) -> None:
         """Start, in registration order, every job whose fixtures a selected test uses."""
-        self.started = True
         used = {name for item in items for name in getattr(item, "fixturenames", ())}
         for name, (_, _, fixtures) in self._jobs.items():
             if used & set(fixtures):
@@ -462,19 +460,9 @@ def submit_command(url: str, wheel: Path, folder: Path) -> tuple[str, ...]:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the background lane's jobs the selected tests will read (`Lane`). In an xdist worker (scripts/test)
-    every worker collects every test, but only the one given the end-to-end tier runs them: the lane starts there,
-    with that worker's first end-to-end test (`pytest_runtest_protocol`)."""
-    if not session.config.option.collectonly and not os.environ.get("PYTEST_XDIST_WORKER"):
+    """Start the background lane's jobs the selected tests will read (`Lane`)."""
+    if not session.config.option.collectonly:
         LANE.start_for(session.items, session.config._tmp_path_factory)  # type: ignore[attr-defined]
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item) -> None:
-    """In the xdist worker that runs the end-to-end tier: start the lane's jobs before its first test (a job is
-    started once; the jobs the tier's tests read come first, in registration order)."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and not LANE.started:
-        LANE.start_for(item.session.items, item.config._tmp_path_factory)  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

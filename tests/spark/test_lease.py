@@ -128,6 +128,18 @@ def test_two_runs_racing_for_a_fresh_root_get_one_lease(spark: SparkSession, tmp
     assert holder is not None and holder.run_id == winner and holder.generation == 1
 
 
+def test_a_lease_folder_a_creator_left_without_a_commit_is_taken(spark: SparkSession, tmp_path: Path) -> None:
+    """A contender that made the lease table's folder and log folder but had not committed its first version (still
+    running, or killed right then): a run still takes the lease (CREATE TABLE refused such a location as "not
+    empty and not a Delta table", seen under load in the race above)."""
+    taker = lease(spark, tmp_path, "after-a-crash")
+    (Path(taker.path.removeprefix("file:")) / "_delta_log").mkdir(parents=True)
+    taker.acquire()
+    holder = lease(spark, tmp_path, "reader").holder()
+    assert holder is not None and holder.run_id == "after-a-crash" and holder.generation == 1
+    taker.release()
+
+
 def test_heartbeats_keep_a_lease_and_a_taken_over_lease_stops_its_run(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

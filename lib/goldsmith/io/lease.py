@@ -289,13 +289,16 @@ class RunLease:
                 self._session = self.lakehouse.spark.newSession()
             spark = self._session
             if not DeltaTable.isDeltaTable(spark, self.path):
-                (DeltaTable.createIfNotExists(spark).location(self.path).addColumn("event", "STRING")
-                 .property("delta.checkpointInterval", "100")
-                 .property("delta.logRetentionDuration", "interval 7 days").execute())
+                # Created by an empty append, not CREATE TABLE: a contender that created the folder (its
+                # _delta_log) but has not committed version 0 yet, or was killed in between, leaves a location
+                # CREATE TABLE refuses as "not empty and not a Delta table"; an append commits version 0 there,
+                # and of two racing appends one loses with a conflict (`lost_race`).
+                spark.createDataFrame([], "event string").write.format("delta").mode("append").save(self.path)
             spark.conf.set(_USER_METADATA_CONF, json.dumps(values))
             try:
                 spark.sql(f"ALTER TABLE delta.`{self.path}` SET TBLPROPERTIES "
-                          f"('goldsmith.lease.event' = '{generation}:{event}:{now_ms}')")
+                          f"('goldsmith.lease.event' = '{generation}:{event}:{now_ms}', "
+                          "'delta.checkpointInterval' = '100', 'delta.logRetentionDuration' = 'interval 7 days')")
             finally:
                 spark.conf.unset(_USER_METADATA_CONF)
 
