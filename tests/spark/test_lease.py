@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from goldsmith.errors import LeaseHeld, LeaseLost
 from goldsmith.io.lakehouse import Lakehouse
 from goldsmith.io.lease import Holder, RunLease
+from goldsmith.io.paths import local_folder
 from goldsmith.jobs.pipeline import run_pipeline
 
 
@@ -133,10 +134,13 @@ def test_a_lease_folder_a_creator_left_without_a_commit_is_taken(spark: SparkSes
     running, or killed right then): a run still takes the lease (CREATE TABLE refused such a location as "not
     empty and not a Delta table", seen under load in the race above)."""
     taker = lease(spark, tmp_path, "after-a-crash")
-    (Path(taker.path.removeprefix("file:")) / "_delta_log").mkdir(parents=True)
+    (Path(str(local_folder(taker.path))) / "_delta_log").mkdir(parents=True)
     taker.acquire()
     holder = lease(spark, tmp_path, "reader").holder()
     assert holder is not None and holder.run_id == "after-a-crash" and holder.generation == 1
+    (detail,) = spark.sql(f"describe detail delta.`{taker.path}`").collect()
+    assert {k: detail["properties"].get(k) for k in ("delta.checkpointInterval", "delta.logRetentionDuration")} == {
+        "delta.checkpointInterval": "100", "delta.logRetentionDuration": "interval 7 days"}
     taker.release()
 
 

@@ -287,6 +287,10 @@ class RunLease:
         with self._write_lock:
             if self._session is None:
                 self._session = self.lakehouse.spark.newSession()
+                # The lease table's own properties, given to it as it is created (the only table this session
+                # creates): few checkpoints of its many small commits, a week of its history kept.
+                self._session.conf.set(_DEFAULTS + "checkpointInterval", "100")
+                self._session.conf.set(_DEFAULTS + "logRetentionDuration", "interval 7 days")
             spark = self._session
             if not DeltaTable.isDeltaTable(spark, self.path):
                 # Created by an empty append, not CREATE TABLE: a contender that created the folder (its
@@ -297,10 +301,12 @@ class RunLease:
             spark.conf.set(_USER_METADATA_CONF, json.dumps(values))
             try:
                 spark.sql(f"ALTER TABLE delta.`{self.path}` SET TBLPROPERTIES "
-                          f"('goldsmith.lease.event' = '{generation}:{event}:{now_ms}', "
-                          "'delta.checkpointInterval' = '100', 'delta.logRetentionDuration' = 'interval 7 days')")
+                          f"('goldsmith.lease.event' = '{generation}:{event}:{now_ms}')")
             finally:
                 spark.conf.unset(_USER_METADATA_CONF)
+
+
+_DEFAULTS = "spark.databricks.delta.properties.defaults."  # a session's properties for the tables it creates
 
 
 def lost_race(exc: Exception) -> bool:
