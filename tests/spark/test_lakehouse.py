@@ -43,3 +43,30 @@ def test_version_and_commit_metrics_read_from_the_log_match_delta_history(
     metrics = lakehouse.last_commit_metrics("silver", "t")
     assert metrics == dict(history["operationMetrics"])
     assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"]) == ("2", "2")
+
+
+def test_ops_rows_of_every_column_kind_are_appended_as_given_in_one_commit(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    import math
+    from datetime import datetime
+
+    from goldsmith.io.ops import OpsLog
+
+    lakehouse = Lakehouse(spark, str(tmp_path))
+    at = datetime(2024, 5, 6, 7, 8, 9, 123456)
+    first = {"run_id": 'r "1"\né', "rows": 5, "nulls": 0, "mean": math.nan, "stddev": math.inf,
+             "min_value": True, "max_value": 7, "quantiles": {"0.5": 1, "0.9": -math.inf},
+             "top_values": [{"value": "a", "count": 3}], "histogram": [], "profiled_at": at}
+    rest = [{"run_id": f"r{i}", "column_name": f"c{i}", "mean": i / 3} for i in range(40)]
+    OpsLog(lakehouse).append("profiles", [first, *rest])
+    assert lakehouse.version("ops", "profiles") == 0
+    rows = {r["run_id"]: r for r in lakehouse.read("ops", "profiles").collect()}
+    assert len(rows) == 41
+    got = rows['r "1"\né']
+    assert (got["rows"], got["nulls"], got["min_value"], got["max_value"]) == (5, 0, "true", "7")
+    assert math.isnan(got["mean"]) and got["stddev"] == math.inf
+    assert got["quantiles"] == {"0.5": 1.0, "0.9": -math.inf}
+    assert [tuple(v) for v in got["top_values"]] == [("a", 3)] and got["histogram"] == []
+    assert got["profiled_at"] == at  # naive UTC in a UTC session, to the microsecond
+    assert rows["r39"]["mean"] == 13.0 and rows["r39"]["column_name"] == "c39" and rows["r39"]["rows"] is None
