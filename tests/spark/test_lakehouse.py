@@ -49,7 +49,7 @@ def test_ops_rows_of_every_column_kind_are_appended_as_given_in_one_commit(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     import math
-    from datetime import datetime
+    from datetime import datetime, timedelta, timezone
 
     from goldsmith.io.ops import OpsLog
 
@@ -59,6 +59,7 @@ def test_ops_rows_of_every_column_kind_are_appended_as_given_in_one_commit(
              "min_value": True, "max_value": 7, "quantiles": {"0.5": 1, "0.9": -math.inf},
              "top_values": [{"value": "a", "count": 3}], "histogram": [], "profiled_at": at}
     rest = [{"run_id": f"r{i}", "column_name": f"c{i}", "mean": i / 3} for i in range(40)]
+    rest[0]["profiled_at"] = datetime(2024, 5, 6, 9, 8, 9, tzinfo=timezone(timedelta(hours=2)))  # 07:08:09 UTC
     OpsLog(lakehouse).append("profiles", [first, *rest])
     assert lakehouse.version("ops", "profiles") == 0
     rows = {r["run_id"]: r for r in lakehouse.read("ops", "profiles").collect()}
@@ -69,4 +70,5 @@ def test_ops_rows_of_every_column_kind_are_appended_as_given_in_one_commit(
     assert got["quantiles"] == {"0.5": 1.0, "0.9": -math.inf}
     assert [tuple(v) for v in got["top_values"]] == [("a", 3)] and got["histogram"] == []
     assert got["profiled_at"] == at  # naive UTC in a UTC session, to the microsecond
+    assert rows["r0"]["profiled_at"] == datetime(2024, 5, 6, 7, 8, 9)
     assert rows["r39"]["mean"] == 13.0 and rows["r39"]["column_name"] == "c39" and rows["r39"]["rows"] is None

@@ -19,7 +19,6 @@ from pyspark.sql.types import (
     LongType,
     MapType,
     StringType,
-    StructField,
     StructType,
     TimestampType,
 )
@@ -314,27 +313,27 @@ def rows_frame(spark: SparkSession, rows: Sequence[dict[str, Any]], schema: Stru
     """`rows` (dicts keyed by column; a missing key is null) as a DataFrame of `schema`, built in the JVM from one
     JSON literal: a handful of calls to it whatever the number of rows, and no Python worker. (A literal column per
     value was ~4 calls per value, 2.6 s of an 11 s run of a small pipeline; `createDataFrame` on Python objects
-    starts a Python worker per write.) Top-level times travel as microseconds, as `F.lit` would read them."""
-    times = {f.name for f in schema.fields if isinstance(f.dataType, TimestampType)}
-    wire = StructType([StructField(f.name, LongType() if f.name in times else f.dataType) for f in schema.fields])
-    payload = json.dumps(
-        [{f.name: _jsonable(row.get(f.name), wire_type.dataType)
-          for f, wire_type in zip(schema.fields, wire.fields, strict=True)} for row in rows],
-        allow_nan=True,
-    )
+    starts a Python worker per write.) Times are naive UTC, as goldsmith stamps them (`now()`)."""
+    payload = json.dumps([{f.name: _jsonable(row.get(f.name), f.dataType) for f in schema.fields} for row in rows],
+                         allow_nan=True)
     # FAILFAST: a value that does not fit its column fails the write instead of becoming a null.
-    parsed = F.from_json(F.lit(payload), ArrayType(wire), {"mode": "FAILFAST"})
-    return spark.range(1).select(F.inline(parsed)).select(
-        *[F.timestamp_micros(f.name).alias(f.name) if f.name in times else F.col(f.name) for f in schema.fields]
-    )
+    parsed = F.from_json(F.lit(payload), ArrayType(schema), _JSON_OPTIONS)
+    return spark.range(1).select(F.inline(parsed))
+
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+_JSON_OPTIONS = {"mode": "FAILFAST", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSS", "timeZone": "UTC"}
 
 
 def _jsonable(value: Any, data_type: DataType) -> Any:
-    """`value` as JSON for a column of `data_type` (lists, dicts and rows included; times as epoch microseconds)."""
+    """`value` as JSON for a column of `data_type` (lists, dicts and rows included)."""
     if value is None:
         return None
+    if isinstance(data_type, TimestampType):
+        utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        return utc.strftime(_TIME_FORMAT)
     if isinstance(data_type, LongType):
-        return TimestampType().toInternal(value) if isinstance(value, datetime) else int(value)
+        return int(value)
     if isinstance(data_type, DoubleType):
         return float(value)
     if isinstance(data_type, BooleanType):

@@ -96,7 +96,7 @@ class RunContext:
         return any(r.status != "skipped" for r in self.results)
 
     def record(self, result: TableResult) -> None:
-        """Keep a table result for `ops.quality_metrics` (written by `flush`, once per stage)."""
+        """Keep a table result for `ops.quality_metrics` (written by `flush`, once per run, as it ends)."""
         result.seconds = result.seconds or time.perf_counter() - result.started
         self.results.append(result)
         self._pending.append({
