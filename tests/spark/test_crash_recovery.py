@@ -125,7 +125,9 @@ def test_a_run_killed_by_sigkill_is_taken_over_and_completed(spark: SparkSession
     """A real `goldsmith run`, JVM included, killed by SIGKILL right after the bronze commit: its lease is taken
     over at once (its process is gone) and the next run converges to the reference."""
     lake = scenario.after_first("sigkill")
-    env = {**os.environ, faults.ENV: "commit:bronze.items", "GOLDSMITH_LEASE_TTL": "600"}
+    # The JIT's first tier only: less CPU for a JVM that lives seconds (goldsmith.session.JAVA_OPTIONS).
+    env = {**os.environ, faults.ENV: "commit:bronze.items", "GOLDSMITH_LEASE_TTL": "600",
+           "GOLDSMITH_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}
     done = subprocess.run(
         [sys.executable, "-m", "goldsmith.cli", "run", str(scenario.tmp / "mini.yml"), "--stages", "ingest",
          "--set", f"storage.root={lake}"],
