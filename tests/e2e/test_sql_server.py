@@ -483,6 +483,7 @@ def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
     import certifi
     from pyhive import hive
     from pyhive.exc import OperationalError
+    from thrift.transport.TSSLSocket import TSSLSocket
     from thrift.transport.TTransport import TTransportException
 
     directory = ldap_directory(tmp_path / "ldap")
@@ -511,9 +512,11 @@ def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
         with pytest.raises((TTransportException, EOFError, OSError)):
             hive.connect("127.0.0.1", port=port, username="erin", password=LDAP_USERS["erin"], auth="CUSTOM")
         for authorities in (Path(certifi.where()), other_cafile):
-            with pytest.raises(TTransportException) as untrusted:
-                tls_connect(port, "erin", LDAP_USERS["erin"], authorities)
-            assert isinstance(untrusted.value.inner, ssl.SSLCertVerificationError), repr(untrusted.value.inner)
+            # (The TLS socket itself: PyHive, closing a socket that never opened, hides the error behind its own.)
+            untrusted = TSSLSocket("127.0.0.1", port, cert_reqs=ssl.CERT_REQUIRED, ca_certs=str(authorities))
+            with pytest.raises(TTransportException) as refused:
+                untrusted.open()
+            assert isinstance(refused.value.inner, ssl.SSLCertVerificationError), repr(refused.value.inner)
 
         answers = set()
         # A wrong password, a user the directory does not have, and names that would change the DN or match

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
@@ -95,6 +95,13 @@ def session_context(ctx: RunContext) -> RunContext:
 
 
 def new_session(spark: SparkSession) -> SparkSession:
+    """A session of `spark`'s application with its settings, SQL functions and temporary views as they are now,
+    its own from then on: a copy of the JVM session's state in one call (`cloneSession`). Copying the settings
+    from Python instead was three calls per setting, ~60 ms per table on a small pipeline."""
+    try:
+        return type(spark)(spark.sparkContext, spark._jsparkSession.cloneSession())
+    except Py4JError:  # a Spark without it: a new session, given the settings and functions one by one
+        log.debug("cloneSession unavailable", exc_info=True)
     session = spark.newSession()
     for key, value in spark.conf.getAll.items():
         if session.conf.isModifiable(key) and session.conf.get(key, None) != value:
