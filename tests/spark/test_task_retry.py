@@ -22,7 +22,7 @@ STAGES = ["ingest", "refine"]
 def with_udfs(monkeypatch: pytest.MonkeyPatch, marker: Path) -> None:
     """`flaky(x)`: fails in the first attempt of a task (and leaves `marker` to prove it did); `broken(x)`: fails
     in every attempt. Registered in each table's session, where the pipeline's SQL runs."""
-    original = parallel.register_sql_functions
+    original = parallel.new_session
 
     def flaky(value: str) -> str:
         if TaskContext.get().attemptNumber() == 0:  # type: ignore[union-attr]
@@ -33,12 +33,13 @@ def with_udfs(monkeypatch: pytest.MonkeyPatch, marker: Path) -> None:
     def broken(value: str) -> str:
         raise RuntimeError("injected failure of every attempt")
 
-    def register(spark: SparkSession) -> None:
-        original(spark)
-        spark.udf.register("flaky", flaky)
-        spark.udf.register("broken", broken)
+    def new_session(spark: SparkSession) -> SparkSession:
+        session = original(spark)
+        session.udf.register("flaky", flaky)
+        session.udf.register("broken", broken)
+        return session
 
-    monkeypatch.setattr(parallel, "register_sql_functions", register)
+    monkeypatch.setattr(parallel, "new_session", new_session)
 
 
 def silver(spark: SparkSession, items: Items) -> list[tuple]:
