@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from .conftest import (
     BAD_LINES,
     BIN,
     FLIGHTS,
+    LANE,
     REPO,
     WEATHER_ROWS,
     FirstRun,
@@ -164,33 +167,77 @@ def test_models_cli_rollback_then_rescore_restores_predictions(
     assert len(nothing.stderr.strip().splitlines()) <= 3
 
 
-def test_the_reviews_pipeline_trains_a_multiclass_text_model(
-    tmp_path: Path, reader: Reader, spark: SparkSession,
-) -> None:
-    landing, root = tmp_path / "landing", tmp_path / "lake"
-    done = goldsmith("demo-data", "reviews", "--dest", str(landing))
+@dataclass(frozen=True)
+class ReviewsRuns:
+    """The reviews pipeline run by `goldsmith run` in the background lane (`run_reviews`): its ingest stage alone,
+    then every stage."""
+
+    landing: Path
+    root: Path
+    per_file: dict[str, int]  # data rows of each landing file
+    silver_after_ingest: bool  # whether silver existed after the ingest stage alone
+    bronze_versions: tuple[int | None, int | None]  # bronze.reviews' Delta version after the ingest, after all
+    ingest: subprocess.CompletedProcess[str]
+    whole: subprocess.CompletedProcess[str]
+
+
+@LANE.job(fixtures=("reviews_runs",))
+def run_reviews(factory: pytest.TempPathFactory) -> ReviewsRuns:
+    """In the background lane (subprocesses only): the reviews' landing files, the ingest stage alone, then the
+    whole pipeline (ingest finds nothing new; the sentiment model is trained with the shipped gates and scores
+    every review)."""
+    from goldsmith.io.delta_log import snapshot
+
+    folder = factory.mktemp("reviews")
+    landing, root = folder / "landing", folder / "lake"
+    done = LANE.run(str(BIN / "goldsmith"), "demo-data", "reviews", "--dest", str(landing), timeout=300)
     assert done.returncode == 0, done.stderr
     per_file = {}
     for tsv in (landing / "reviews").glob("*.tsv"):
         with tsv.open(newline="", encoding="utf-8") as handle:
             per_file[tsv.name] = sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
-    expected = sum(per_file.values())
-    assert expected == 979
+    run = (str(BIN / "goldsmith"), "run", "conf/pipelines/reviews.yml", "--set", f"storage.root={root}",
+           "--set", f"vars.landing={landing}")
 
-    # The ingest stage alone, then the whole pipeline: ingest finds nothing new, the sentiment model is trained with
-    # the shipped gates and scores every review. (In process: spark-submit and its thin launchers are proven by
-    # the cluster test and test_spark_jobs_are_thin_launchers.)
-    lake = ("--set", f"storage.root={root}", "--set", f"vars.landing={landing}")
-    run_in_process(spark, "conf/pipelines/reviews.yml", *lake, "--stages", "ingest")
+    def bronze_version() -> int | None:
+        found = snapshot(str(root / "bronze" / "reviews"))
+        return found.version if found else None
+
+    ingest = LANE.run(*run, "--stages", "ingest", timeout=900)
+    silver, after_ingest = (root / "silver").exists(), bronze_version()
+    whole = LANE.run(*run, timeout=1200)
+    return ReviewsRuns(landing, root, per_file, silver, (after_ingest, bronze_version()), ingest, whole)
+
+
+@pytest.fixture(scope="session")
+def reviews_runs(tmp_path_factory: pytest.TempPathFactory) -> ReviewsRuns:
+    return LANE.result("run_reviews", tmp_path_factory)  # type: ignore[no-any-return]
+
+
+def test_the_reviews_pipeline_trains_a_multiclass_text_model(
+    reviews_runs: ReviewsRuns, reader: Reader, spark: SparkSession, tmp_path: Path,
+) -> None:
+    # `goldsmith run` of the ingest stage alone, then of the whole pipeline: ingest finds nothing new, the
+    # sentiment model is trained with the shipped gates and scores every review.
+    runs, root = reviews_runs, reviews_runs.root
+    expected = sum(runs.per_file.values())
+    assert expected == 979
+    assert runs.ingest.returncode == 0, runs.ingest.stderr[-3000:]
+    assert not runs.silver_after_ingest
+    assert runs.whole.returncode == 0, runs.whole.stderr[-3000:]
+    assert f"no new files ({len(runs.per_file)} already ingested)" in runs.whole.stderr, runs.whole.stderr[-3000:]
+    after_ingest, after_all = runs.bronze_versions
+    assert after_ingest is not None and after_all == after_ingest  # the second run's ingest changed nothing
     assert reader.row("select count(*) as n from bronze.reviews", root) == {"n": expected}
-    assert not (root / "silver").exists()
-    ctx = run_in_process(spark, "conf/pipelines/reviews.yml", *lake)
-    assert [r.status for r in ctx.results if r.stage == "ingest"] == ["skipped"]
-    (model,) = [m for m in ctx.models if isinstance(m, TrainOutcome)]
-    assert (model.version, model.backend, model.status, model.reasons) == (1, "spark-ml", "champion", [])
-    assert model.test_metrics["macro_f1"] >= 0.4  # the shipped gate
-    assert {k for k in model.test_metrics if k.startswith("f1_")} == {"f1_negative", "f1_neutral", "f1_positive"}
-    assert model.label_issues is not None and model.label_issues > 0
+    out = runs.whole.stdout
+    assert "Model review_sentiment version 1 (spark-ml: " in out and ") is champion" in out, out[-3000:]
+    assert "not champion:" not in out
+    macro_f1 = float(re.search(r"test set: .*macro_f1 ([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    assert macro_f1 >= 0.4  # the shipped gate
+    per_class = re.search(r"test F1 per class: (.*)", out).group(1)  # type: ignore[union-attr]
+    assert [c.split()[0] for c in per_class.split(", ")] == ["negative", "neutral", "positive"], per_class
+    flagged = re.search(r"label review: ([0-9,]+) rows", out)
+    assert flagged and int(flagged.group(1).replace(",", "")) > 0, out[-3000:]
     got = reader.row(
         "select (select count(*) from silver.reviews) as silver,"
         " (select count(*) from bronze.reviews_quarantine) + (select count(*) from silver.reviews_quarantine) as q,"
@@ -208,7 +255,7 @@ def test_the_reviews_pipeline_trains_a_multiclass_text_model(
     )
     # The storage path contains 'test_...' (pytest's folder): the split must come from the file name only.
     assert got == {
-        "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": per_file["drugsComTest.tsv"],
+        "silver": expected, "q": 0, "entities": 0, "classes": 3, "test_rows": runs.per_file["drugsComTest.tsv"],
         "scored": expected, "bad_probs": 0, "same": 0, "flagged": True, "bias_classes": 3, "monitored": True,
     }
     # The report of a multiclass model (rendered in Chromium by the flights test and the Spark tier): every
