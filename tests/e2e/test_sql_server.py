@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,14 @@ from goldsmith.sql_users import add_user
 from .conftest import (
     BIN,
     FLIGHTS,
+    LANE,
     FirstRun,
     Reader,
+    Subprocesses,
     copy_tables,
     free_port,
     listening,
     run,
-    run_in_process,
     serve,
 )
 
@@ -129,12 +131,12 @@ class Clients:
         except Exception as exc:
             self.failures.append(repr(exc))
 
-    def stop(self) -> set[int]:
+    def finish(self) -> tuple[set[int], list[str]]:
+        """Stop the clients: the counts they saw, and their failed queries."""
         self.done.set()
         for thread in self.threads:
             thread.join(timeout=300)
-        assert not self.failures, self.failures[:3]
-        return self.seen
+        return self.seen, self.failures
 
 
 def listening_addresses(pid: int) -> set[str]:
@@ -233,51 +235,99 @@ def keystores(folder: Path) -> tuple[Path, Path, Path]:
 KEY_PASSWORD, TRUST_PASSWORD = "server-store-pw", "client-trust-pw"
 
 
-def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
-    flights_lake: FirstRun, landing: Path, reader: Reader, tmp_path: Path,
-) -> None:
+@dataclass(frozen=True)
+class ServedWhileWriting:
+    """A server the background lane started on an empty root (`serve_while_writing`); the first run's tables
+    copied under it; then a pipeline writing the lakehouse while 20 JDBC clients queried it."""
+
+    root: Path
+    log: Path
+    users: Path
+    port: int
+    server: subprocess.Popen[str]
+    started: float  # time.monotonic() when the server was started
+    first_seen: tuple[int, int]  # CHECKSUM as the server first answered it, once the copied tables were attached
+    features_version: int  # gold.flight_features' version in the copy, before the pipeline's write
+    write: subprocess.CompletedProcess[str]  # the pipeline's run
+    seen: set[int]  # the counts the clients saw
+    failures: list[str]  # the clients' failed queries
+    sent: int  # the clients' queries answered
+
+
+@LANE.job(fixtures=("served_while_writing",), needs=("start_first_run",))
+def serve_while_writing(factory: pytest.TempPathFactory) -> ServedWhileWriting:
+    """In the background lane: `goldsmith serve-sql` on an empty root (users file only); the first run's tables
+    copied under it (attached within a refresh or two); then `goldsmith run` writes the lakehouse the server has
+    open (no lock, no metastore between them): 20 more flights (the 2nd to the 21st of the year, left out of the
+    every-30th slice), merged into silver, the gold table rebuilt from their time on, while 20 clients query the
+    gold table (the long version: scripts/sql_load.py). The server runs on for the test, which stops it."""
     from pyhive import hive
     from pyhive.exc import OperationalError
 
-    root, log = tmp_path / "lake", tmp_path / "serve-sql.log"
+    from goldsmith.io.delta_log import snapshot
+
+    first: Subprocesses = LANE.result("start_first_run", factory)
+    folder = factory.mktemp("serve-sql")
+    root, log = folder / "lake", folder / "serve-sql.log"
     users = users_file(root)
     started = time.monotonic()
     served = serve(root, log)
     port, server = next(served)
+    LANE.on_close("sql-server", lambda: next(served, None))
+    copy_tables(first.root, root)
+    features = snapshot(str(root / "gold" / "flight_features"))
+    assert features is not None
+    with hive.connect("127.0.0.1", port=port, username="alice", password=USERS["alice"][0],
+                      auth="CUSTOM") as alice:
+        cursor, seen, deadline = alice.cursor(), None, time.monotonic() + 120
+        while seen is None:
+            try:
+                cursor.execute(CHECKSUM)
+                n, h = cursor.fetchall()[0]
+                seen = (int(n), int(h))
+            except OperationalError:  # not attached yet
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+    write_landing("flights", folder / "next", 21)
+    lines = (folder / "next" / "flights" / "flights.csv").read_text().splitlines()
+    more = folder / "more-flights"
+    more.mkdir()
+    (more / "flights_next.csv").write_text("\n".join([lines[0], *lines[2:22]]) + "\n")
+    clients = Clients(port, 20)
     try:
-        # Tables that appear under the root after the server started are attached within a refresh or two.
-        copy_tables(flights_lake.root, root)
-        expected = reader.row(CHECKSUM, root)
-        assert expected["n"] == FLIGHTS
-        with hive.connect("127.0.0.1", port=port, username="alice", password=USERS["alice"][0],
-                          auth="CUSTOM") as alice:
-            cursor, seen, deadline = alice.cursor(), None, time.monotonic() + 60
-            while seen != (expected["n"], expected["h"]) and time.monotonic() < deadline:
-                try:
-                    cursor.execute(CHECKSUM)
-                    seen = tuple(int(x) for x in cursor.fetchall()[0])
-                except OperationalError:  # not attached yet
-                    time.sleep(1)
-            assert seen == (expected["n"], expected["h"])
+        write = LANE.run(str(BIN / "goldsmith"), "run", "conf/pipelines/flights.yml", "--stages",
+                         "ingest,refine,features", "--set", f"storage.root={root}", "--set",
+                         f"vars.landing={first.landing}", "--set", f"sources.flights.path={more}", timeout=900)
+    finally:
+        counted, failures = clients.finish()
+    return ServedWhileWriting(root, log, users, port, server, started, seen, features.version, write, counted,
+                              failures, len(clients.sent))
 
-        # A pipeline writes the lakehouse the server has open (no lock, no metastore between them): 20 more
-        # flights (the 2nd to the 21st of the year, left out of the every-30th slice), merged into silver, the gold
-        # table rebuilt from their time on. The next query sees them.
-        # (In this process: the command under test is the server, `goldsmith run` has its own subprocess test.)
-        write_landing("flights", tmp_path / "next", 21)
-        lines = (tmp_path / "next" / "flights" / "flights.csv").read_text().splitlines()
-        more = tmp_path / "more-flights"
-        more.mkdir()
-        (more / "flights_next.csv").write_text("\n".join([lines[0], *lines[2:22]]) + "\n")
-        # 20 clients query the gold table while the pipeline writes it: none fails, and each sees the table as
-        # it was before the write or after it, never between (the long version: scripts/sql_load.py).
-        clients = Clients(port, 20)
-        run_in_process(reader.spark, "conf/pipelines/flights.yml", "--stages", "ingest,refine,features",
-                       "--set", f"storage.root={root}", "--set", f"vars.landing={landing}",
-                       "--set", f"sources.flights.path={more}")
-        seen = clients.stop()
+
+@pytest.fixture(scope="session")
+def served_while_writing(tmp_path_factory: pytest.TempPathFactory) -> ServedWhileWriting:
+    return LANE.result("serve_while_writing", tmp_path_factory)  # type: ignore[no-any-return]
+
+
+def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
+    served_while_writing: ServedWhileWriting, flights_lake: FirstRun, landing: Path, reader: Reader,
+) -> None:
+    from pyhive import hive
+
+    lake = served_while_writing
+    root, log, users, port, server, started = lake.root, lake.log, lake.users, lake.port, lake.server, lake.started
+    try:
+        # The server answered for the copied tables as the test process reads them, at the copy's version.
+        before = reader.row(CHECKSUM.replace(
+            "from gold.flight_features",
+            f"from delta.`{root}/gold/flight_features` version as of {lake.features_version}"), root)
+        assert before["n"] == FLIGHTS and lake.first_seen == (before["n"], before["h"]), (lake.first_seen, before)
+        # The pipeline's run wrote 20 more flights; none of the 20 clients' queries failed, and each saw the table
+        # as it was before the write or after it, never between.
+        assert lake.write.returncode == 0, lake.write.stderr[-3000:]
+        assert not lake.failures, lake.failures[:3]
         after = reader.row(CHECKSUM, root)
-        assert seen <= {expected["n"], after["n"]}, seen
+        assert lake.seen <= {before["n"], after["n"]} and lake.seen, lake.seen
         assert after["n"] == FLIGHTS + 20
         versions = {t: reader.version(t, root) for t in ("gold.flight_features", "silver.airlines")}
         assert versions["gold.flight_features"] != 0  # the pipeline wrote it: RESTORE would change it
@@ -345,7 +395,7 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
         assert reader.row("select count(*) as n from silver.airlines", root) == {"n": 16}
         assert not (root / "gold" / "copy").exists()
     finally:
-        next(served, None)
+        LANE.stop("sql-server")
     lived = time.monotonic() - started
     err = log.read_text()
     assert server.returncode == 0, err[-3000:]
@@ -372,7 +422,7 @@ def test_beeline_reads_gold_tables_while_a_pipeline_writes_and_cannot_write(
     # Each of the 20 clients' counts (the same text, sent at the same moments) has its own line.
     counts = [x for x in lines if x["event"] == "statement" and x["statement"] == COUNT]
     ids = {x["statement_id"] for x in counts}
-    assert len(counts) == len(clients.sent) == len(ids), (len(counts), len(clients.sent), len(ids))
+    assert len(counts) == lake.sent == len(ids), (len(counts), lake.sent, len(ids))
     assert all(x["rows"] == 1 and x["reason"] is None for x in counts)
     # The server copied the log into ops.sql_audit in batches, the last one as it stopped.
     copied = reader.row("select count(*) as n, count_if(not allowed) as refused from ops.sql_audit", root)
@@ -474,9 +524,58 @@ def tls_connect(port: int, user: str, password: str, cafile: Path) -> object:
     return hive.connect(thrift_transport=transport, username=user)
 
 
-def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
-    flights_lake: FirstRun, reader: Reader, tmp_path: Path,
-) -> None:
+@dataclass(frozen=True)
+class TlsServer:
+    """A writable server over TLS with an LDAP directory and a row cap, started by the lane (`serve_tls_ldap`),
+    and the writes one beeline (a JVM start) sent it as erin."""
+
+    root: Path
+    port: int
+    server: subprocess.Popen[str]
+    cafile: Path  # the server's certificate (PEM)
+    other_cafile: Path  # another self-signed certificate
+    cap: int
+    writes: tuple[str, ...]
+    done: subprocess.CompletedProcess[str]  # beeline's run of `writes`
+
+
+TLS_WRITES = ("update silver.airlines set airline_name = 'renamed' where carrier = 'UA'",
+              "insert into silver.airlines select * from silver.airlines where carrier = 'AA'")
+
+
+@LANE.job(fixtures=("tls_server",), needs=("start_first_run",))
+def serve_tls_ldap(factory: pytest.TempPathFactory) -> TlsServer:
+    """In the background lane: an OpenLDAP directory, a copy of the first run's lakehouse, a keystore, and one
+    server over TLS, logging users in against the directory, writable, with a row cap; then beeline (JDBC over
+    TLS, trusting the server's certificate) writes as erin. The server and the directory run on for the test."""
+    first: Subprocesses = LANE.result("start_first_run", factory)
+    folder = factory.mktemp("serve-tls")
+    directory = ldap_directory(folder / "ldap")
+    ldap_port = next(directory)
+    LANE.on_close("ldap", lambda: next(directory, None))
+    root, cap = folder / "lake", 1000
+    copy_tables(first.root, root)
+    keystore, trusted, other_cafile = keystores(folder)
+    # The users file only grants with LDAP: erin reads and writes silver too; dana, not in it, reads gold.
+    add_user(root / "_sql" / "users.json", "erin", None, ["gold", "silver.*"])
+    served = serve(root, folder / "serve-sql.log", "--writable", "--tls-keystore", str(keystore),
+                   "--ldap-url", f"ldap://127.0.0.1:{ldap_port}",
+                   "--ldap-user-dn", f"uid={{user}},ou=people,{LDAP_SUFFIX}",
+                   "--max-rows", str(cap), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
+    port, server = next(served)
+    LANE.on_close("tls-server", lambda: next(served, None))
+    tls = f";ssl=true;sslTrustStore={trusted};trustStorePassword={TRUST_PASSWORD}"
+    done = beeline(port, *TLS_WRITES, user="erin", password=LDAP_USERS["erin"], url=tls)
+    return TlsServer(root, port, server, folder / "server.crt", other_cafile, cap, TLS_WRITES, done)
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> TlsServer:
+    return LANE.result("serve_tls_ldap", tmp_path_factory)  # type: ignore[no-any-return]
+
+
+def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(tls_server: TlsServer, reader: Reader,
+                                                                       ) -> None:
     """One server, over TLS, logging users in against an OpenLDAP directory, writable, with a row cap."""
     import ssl
 
@@ -486,24 +585,10 @@ def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
     from thrift.transport.TSSLSocket import TSSLSocket
     from thrift.transport.TTransport import TTransportException
 
-    directory = ldap_directory(tmp_path / "ldap")
-    ldap_port = next(directory)
-    root, cap = tmp_path / "lake", 1000
-    copy_tables(flights_lake.root, root)
-    keystore, trusted, other_cafile = keystores(tmp_path)
-    cafile = tmp_path / "server.crt"
-    # The users file only grants with LDAP: erin reads and writes silver too; dana, not in it, reads gold.
-    add_user(root / "_sql" / "users.json", "erin", None, ["gold", "silver.*"])
-    served = serve(root, tmp_path / "serve-sql.log", "--writable", "--tls-keystore", str(keystore),
-                   "--ldap-url", f"ldap://127.0.0.1:{ldap_port}",
-                   "--ldap-user-dn", f"uid={{user}},ou=people,{LDAP_SUFFIX}",
-                   "--max-rows", str(cap), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
-    port, server = next(served)
-    tls = f";ssl=true;sslTrustStore={trusted};trustStorePassword={TRUST_PASSWORD}"
-    writes = ("update silver.airlines set airline_name = 'renamed' where carrier = 'UA'",
-              "insert into silver.airlines select * from silver.airlines where carrier = 'AA'")
+    root, port, server, cap, writes, cafile = (tls_server.root, tls_server.port, tls_server.server, tls_server.cap,
+                                               tls_server.writes, tls_server.cafile)
     try:
-        done = beeline(port, *writes, user="erin", password=LDAP_USERS["erin"], url=tls)
+        done = tls_server.done
         assert "read-only" not in done.stdout + done.stderr and "Error" not in done.stdout + done.stderr, \
             (done.stdout + done.stderr)[-3000:]
         # A client without TLS, or one that does not trust the server's certificate (here: the certificate
@@ -511,7 +596,7 @@ def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
         # beeline, above, proves the JDBC client; each beeline is a JVM start.)
         with pytest.raises((TTransportException, EOFError, OSError)):
             hive.connect("127.0.0.1", port=port, username="erin", password=LDAP_USERS["erin"], auth="CUSTOM")
-        for authorities in (Path(certifi.where()), other_cafile):
+        for authorities in (Path(certifi.where()), tls_server.other_cafile):
             # (The TLS socket itself: PyHive, closing a socket that never opened, hides the error behind its own.)
             untrusted = TSSLSocket("127.0.0.1", port, cert_reqs=ssl.CERT_REQUIRED, ca_certs=str(authorities))
             with pytest.raises(TTransportException) as refused:
@@ -565,8 +650,8 @@ def test_tls_ldap_server_writes_caps_rows_and_cancels_abandoned_queries(
         time.sleep(3)
         assert jvm_cpu_seconds(server.pid) - before < 2.0, "the abandoned query still runs"
     finally:
-        next(served, None)
-        next(directory, None)
+        LANE.stop("tls-server")
+        LANE.stop("ldap")
     assert server.returncode == 0
     got = reader.row("select count(*) as n, count_if(airline_name = 'renamed') as renamed from silver.airlines",
                      root)
