@@ -386,6 +386,16 @@ def flights_lake(tmp_path_factory: pytest.TempPathFactory, reader: Reader) -> Fi
                     reader.row(FEATURES_CHECKSUM, done.root), predictions)
 
 
+def delta_versions(root: Path) -> dict[str, int]:
+    """The latest version of every Delta table under the lakehouse `root` (`layer.table`: its newest commit file),
+    read from the files: for the background lane, which starts no Spark of its own."""
+    versions = {}
+    for log in sorted(root.glob("*/*/_delta_log")):
+        commits = [int(f.name[:20]) for f in log.glob("*.json") if f.name[:20].isdigit()]
+        versions[f"{log.parent.parent.name}.{log.parent.name}"] = max(commits, default=-1)
+    return versions
+
+
 def copy_tables(source: Path, dest: Path) -> None:
     """Copy every Delta table of lakehouse `source` into `dest`, each appearing whole (copied outside the root,
     then renamed into place) as if another process had just created it."""

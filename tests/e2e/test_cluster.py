@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +65,8 @@ class Submitted:
     uploaded: int  # landing files uploaded
     code: Path  # the wheel shipped as --py-files
     done: subprocess.CompletedProcess[str]
+    served: int | None  # the port of `goldsmith serve-sql` on the lakehouse (None: the run failed)
+    served_log: Path
 
 
 def start_tracking_server(store: ObjectStore) -> subprocess.CompletedProcess[str]:
@@ -106,8 +107,15 @@ def submit_flights(factory: pytest.TempPathFactory) -> Submitted:
     env = {"SPARK_LOCAL_IP": "127.0.0.1", "GOLDSMITH_ROOT": root, "MLFLOW_TRACKING_URI": uri, **store.env}
     args = tuple(a.replace("LANDING", on_store_landing) for a in ARGS)
     done = LANE.run(*submit, "spark_jobs/pipeline.py", *args, env=env, timeout=1500)
+    # `goldsmith serve-sql` (its own JVM) on the lakehouse the cluster wrote, for the test to query. (Nothing it
+    # reads is added later: no refresh is needed while the test runs.)
+    log, port = factory.mktemp("cluster-serve") / "serve-sql.log", None
+    if done.returncode == 0:
+        served = serve(root, log, "--no-auth", "--refresh-seconds", "600", env={**store.env})
+        port, _ = next(served)
+        LANE.on_close("cluster-serve", lambda: next(served, None))
     return Submitted(root, args, store, uri, tracking.stderr, uploaded,
-                     Path(submit[submit.index("--py-files") + 1]), done)
+                     Path(submit[submit.index("--py-files") + 1]), done, port, log)
 
 
 @pytest.fixture(scope="session")
@@ -214,23 +222,15 @@ def test_cluster_on_the_object_store_equals_the_local_run(
                                               "--root", root, "--format", "csv"])) == 0
     printed = capsys.readouterr().out
     assert printed.split() == ["n", str(FLIGHTS)], printed[-3000:]
-    log = tmp_path / "serve-sql.log"
-    served = serve(root, log, "--no-auth", env={**object_store.env})
-    port, _ = next(served)
+    port, log = submitted.served, submitted.served_log
+    assert port is not None
     try:
         from pyhive import hive
 
         with hive.connect("127.0.0.1", port=port, username="anyone") as conn:
             cursor = conn.cursor()
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    cursor.execute(FEATURES_CHECKSUM)
-                    break
-                except Exception:  # the tables are attached within a refresh
-                    assert time.monotonic() < deadline, log.read_text()[-3000:]
-                    time.sleep(1)
+            cursor.execute(FEATURES_CHECKSUM)
             (n, h), = cursor.fetchall()
-        assert {"n": n, "h": h} == flights_lake.features
+        assert {"n": n, "h": h} == flights_lake.features, log.read_text()[-3000:]
     finally:
-        next(served, None)
+        LANE.stop("cluster-serve")

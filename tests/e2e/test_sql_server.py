@@ -97,12 +97,13 @@ def beeline(port: int, *statements: str, user: str | None = "alice", password: s
 
 
 COUNT = "select count(*) as n from gold.flight_features"
+PAUSE = 5.0  # seconds between a client's queries: 20 clients, 4 queries a second
 
 
 class Clients:
-    """`n` JDBC clients (PyHive, a connection each, in threads) counting the gold table as alice, a query a
-    second, each at least twice, until `stop`; `stop` returns the counts they saw and raises on any failed query.
-    (A count is answered from the Delta log: the load here is the server's sessions, not the scans.)"""
+    """`n` JDBC clients (PyHive, a connection each, in threads) counting the gold table as alice, each every
+    `PAUSE` seconds and at least twice, until `finish`. (A count is answered from the Delta log: the load here is
+    the server's sessions, not the scans.)"""
 
     def __init__(self, port: int, n: int) -> None:
         self.done = threading.Event()
@@ -126,7 +127,7 @@ class Clients:
                 self.seen.add(int(n))
                 self.sent.append(1)
                 queries += 1
-                self.done.wait(3.0)
+                self.done.wait(PAUSE)
             conn.close()
         except Exception as exc:
             self.failures.append(repr(exc))
