@@ -266,7 +266,14 @@ class Lane:
         return register
 
     def start_for(self, items: list[pytest.Item], factory: pytest.TempPathFactory) -> None:
-        """Start, in registration order, every job whose fixtures a selected test uses."""
+        """Start, in registration order, every job whose fixtures a selected test uses. (A job naming a fixture
+        that its module and this one do not define is a mistake that would only show as a late start.)"""
+        unknown = {job: [f for f in fixtures if not any(hasattr(sys.modules[m], f) for m in (work.__module__,
+                                                                                            __name__))]
+                   for job, (work, _, fixtures) in self._jobs.items()}
+        unknown = {job: names for job, names in unknown.items() if names}
+        if unknown:
+            raise pytest.UsageError(f"background lane jobs name fixtures that do not exist: {unknown}")
         used = {name for item in items for name in getattr(item, "fixturenames", ())}
         for name, (_, _, fixtures) in self._jobs.items():
             if used & set(fixtures):
