@@ -2,13 +2,14 @@
 
 A command is proven by running it; what it wrote is checked through the test process's own SparkSession
 (`reader`), not by starting another `goldsmith sql` per question. The tier runs last (pyproject.toml's testpaths)
-and its longest subprocesses start in a background lane (`Lane`) as soon as the tests are collected, so that they
-work while the unit and Spark tiers run in this process: the flights lakehouse (`first_run`: every 30th real
-flight of 2013, malformed lines injected, every stage of the shipped pipeline, its gates included), then the
-standalone cluster and the applications submitted to it (test_cluster.py, test_horovod.py). The tests of
-test_cli.py continue from the flights lakehouse in the order they are written; the cluster and SQL server tests
-compare with it.
-"""
+and its subprocesses start in a background lane (`Lane`) as soon as the tests are collected, so that they work
+while the unit and Spark tiers run in this process: the flights lakehouse (`first_run`: every 30th real flight of
+2013, malformed lines injected, every stage of the shipped pipeline, its gates included), the standalone cluster
+and the applications submitted to it (test_cluster.py, test_horovod.py), and each test module's own commands
+(`LANE.job`): the report and a watched re-run, the reviews pipeline, the local torch-distributor and horovod runs,
+the SQL servers with what their clients and a pipeline did to them. When the tier's tests start, they mostly
+check what the lane left; test_cli.py's tests continue from the flights lakehouse in the order they are written;
+the cluster and SQL server tests compare with it."""
 
 from __future__ import annotations
 
