@@ -559,8 +559,9 @@ def serve_tls_ldap(factory: pytest.TempPathFactory) -> TlsServer:
     keystore, trusted, other_cafile = keystores(folder)
     # The users file only grants with LDAP: erin reads and writes silver too; dana, not in it, reads gold.
     add_user(root / "_sql" / "users.json", "erin", None, ["gold", "silver.*"])
+    # (Its tables are all there when it starts, and it writes them itself: no refresh needed while it waits.)
     served = serve(root, folder / "serve-sql.log", "--writable", "--tls-keystore", str(keystore),
-                   "--ldap-url", f"ldap://127.0.0.1:{ldap_port}",
+                   "--refresh-seconds", "600", "--ldap-url", f"ldap://127.0.0.1:{ldap_port}",
                    "--ldap-user-dn", f"uid={{user}},ou=people,{LDAP_SUFFIX}",
                    "--max-rows", str(cap), env={"GOLDSMITH_SQL_KEYSTORE_PASSWORD": KEY_PASSWORD})
     port, server = next(served)
