@@ -214,8 +214,6 @@ def run_reviews(factory: pytest.TempPathFactory) -> ReviewsRuns:
     """In the background lane (subprocesses only): the reviews' landing files, the ingest stage alone, then the
     whole pipeline (ingest finds nothing new; the sentiment model is trained with the shipped gates and scores
     every review)."""
-    from goldsmith.io.delta_log import snapshot
-
     folder = factory.mktemp("reviews")
     landing, root = folder / "landing", folder / "lake"
     done = LANE.run(str(BIN / "goldsmith"), "demo-data", "reviews", "--dest", str(landing), timeout=300)
@@ -226,15 +224,11 @@ def run_reviews(factory: pytest.TempPathFactory) -> ReviewsRuns:
             per_file[tsv.name] = sum(1 for _ in csv.reader(handle, delimiter="\t")) - 1
     run = (str(BIN / "goldsmith"), "run", "conf/pipelines/reviews.yml", "--set", f"storage.root={root}",
            "--set", f"vars.landing={landing}")
-
-    def bronze_version() -> int | None:
-        found = snapshot(str(root / "bronze" / "reviews"))
-        return found.version if found else None
-
     ingest = LANE.run(*run, "--stages", "ingest", timeout=900)
-    silver, after_ingest = (root / "silver").exists(), bronze_version()
+    silver, after_ingest = (root / "silver").exists(), delta_versions(root).get("bronze.reviews")
     whole = LANE.run(*run, timeout=1200)
-    return ReviewsRuns(landing, root, per_file, silver, (after_ingest, bronze_version()), ingest, whole)
+    return ReviewsRuns(landing, root, per_file, silver, (after_ingest, delta_versions(root).get("bronze.reviews")),
+                       ingest, whole)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from .conftest import (
     Reader,
     Subprocesses,
     copy_tables,
+    delta_versions,
     free_port,
     listening,
     run,
@@ -265,8 +266,6 @@ def serve_while_writing(factory: pytest.TempPathFactory) -> ServedWhileWriting:
     from pyhive import hive
     from pyhive.exc import OperationalError
 
-    from goldsmith.io.delta_log import snapshot
-
     first: Subprocesses = LANE.result("start_first_run", factory)
     folder = factory.mktemp("serve-sql")
     root, log = folder / "lake", folder / "serve-sql.log"
@@ -276,8 +275,7 @@ def serve_while_writing(factory: pytest.TempPathFactory) -> ServedWhileWriting:
     port, server = next(served)
     LANE.on_close("sql-server", lambda: next(served, None))
     copy_tables(first.root, root)
-    features = snapshot(str(root / "gold" / "flight_features"))
-    assert features is not None
+    features_version = delta_versions(root)["gold.flight_features"]
     with hive.connect("127.0.0.1", port=port, username="alice", password=USERS["alice"][0],
                       auth="CUSTOM") as alice:
         cursor, seen, deadline = alice.cursor(), None, time.monotonic() + 120
@@ -301,7 +299,7 @@ def serve_while_writing(factory: pytest.TempPathFactory) -> ServedWhileWriting:
                          f"vars.landing={first.landing}", "--set", f"sources.flights.path={more}", timeout=900)
     finally:
         counted, failures = clients.finish()
-    return ServedWhileWriting(root, log, users, port, server, started, seen, features.version, write, counted,
+    return ServedWhileWriting(root, log, users, port, server, started, seen, features_version, write, counted,
                               failures, len(clients.sent))
 
 
