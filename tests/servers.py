@@ -80,3 +80,15 @@ def start_object_store(state: Path, bucket: str) -> ObjectStore:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
                    if line.startswith("export "))
     return ObjectStore(exports, bucket, state)
+
+
+def warm_object_store(store: ObjectStore) -> None:
+    """Make one small object in the bucket: a fresh SeaweedFS allocates its first volumes only after a few seconds
+    of heartbeats (~8 s after a start here), and the first write waits for them; later writes take milliseconds."""
+    from goldsmith.io.object_store import upload_folder
+
+    folder = store.state / "warm-up"
+    folder.mkdir(exist_ok=True)
+    (folder / "ready.txt").write_text("ready\n")
+    upload_folder(folder, f"s3a://{store.bucket}/warm-up", store.env)
+

@@ -8,6 +8,7 @@ the model cannot do better than chance on. The scoring window can have x1 shifte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from goldsmith.ml.registry import CHAMPION, Registry
 from goldsmith.ml.tracking import activate, tracking_for
 
 START = date(2013, 1, 1)
+EXAMPLES = "id INT, d DATE, x1 DOUBLE, x2 DOUBLE, g STRING, y BOOLEAN"
 WINDOW = date(2013, 4, 16)
 
 
@@ -64,7 +66,7 @@ def config(root: Path, **model: Any) -> PipelineConfig:
 
 
 def lakehouse_with(spark: SparkSession, root: Path, rows: list[tuple[Any, ...]]) -> Path:
-    df = spark.createDataFrame(rows, "id INT, d DATE, x1 DOUBLE, x2 DOUBLE, g STRING, y BOOLEAN")
+    df = spark.createDataFrame(rows, EXAMPLES)
     Lakehouse(spark, str(root)).write(df, "gold", "examples", mode="overwrite")
     return root
 
@@ -94,9 +96,30 @@ def test_biased_model_is_kept_from_champion(spark: SparkSession, tmp_path: Path)
     assert moves == {("challenger", "promote"), ("champion", "blocked")}
 
 
-def test_fair_model_becomes_champion_and_weak_slice_is_flagged(spark: SparkSession, tmp_path: Path) -> None:
-    root = lakehouse_with(spark, tmp_path / "lake", make_rows(y_bias=0.0))
-    outcome = trained(run_pipeline(config(root), ["train"], spark))
+@dataclass(frozen=True)
+class Fair:
+    """One lakehouse for the fair model's tests, in this order: trained on the fair data (the same training rows
+    whatever the window's shift: the shift starts after the training split ends), then its window scored and
+    monitored unshifted, then the window replaced by a shifted one, scored and monitored again."""
+
+    root: Path
+    trained: TrainOutcome
+
+
+@pytest.fixture(scope="module")
+def fair(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Fair:
+    root = lakehouse_with(spark, tmp_path_factory.mktemp("fair") / "lake", make_rows(y_bias=0.0))
+    return Fair(root, trained(run_pipeline(config(root), ["train"], spark)))
+
+
+@pytest.fixture(scope="module")
+def unshifted(spark: SparkSession, fair: Fair) -> MonitorOutcome:
+    ctx = run_pipeline(config(fair.root), ["score", "monitor"], spark)
+    return next(m for m in ctx.models if isinstance(m, MonitorOutcome))
+
+
+def test_fair_model_becomes_champion_and_weak_slice_is_flagged(spark: SparkSession, fair: Fair) -> None:
+    root, outcome = fair.root, fair.trained
     assert outcome.status == "champion", outcome.reasons
     di = next(r for r in ops_rows(spark, root, "bias_metrics") if r["metric"] == "di")
     assert 0.8 <= di["value"] <= 1.25 and not di["breached"]
@@ -106,6 +129,10 @@ def test_fair_model_becomes_champion_and_weak_slice_is_flagged(spark: SparkSessi
     assert not slices[("g", "x", "roc_auc")]["flagged"]
     assert ("(class)", "true", "f1") in slices
     assert any(line.startswith("g=z") for line in outcome.flagged_slices)
+
+
+def test_unshifted_window_passes_the_monitor(unshifted: MonitorOutcome) -> None:
+    assert unshifted.status == "ok", unshifted.breaches
 
 
 def test_profile_stage_describes_tables_once_per_version(spark: SparkSession, tmp_path: Path) -> None:
@@ -122,12 +149,16 @@ def test_profile_stage_describes_tables_once_per_version(spark: SparkSession, tm
     assert not again.changed and len(ops_rows(spark, root, "profiles")) == 6
 
 
-def test_shifted_feature_trips_the_monitor(spark: SparkSession, tmp_path: Path) -> None:
-    root = lakehouse_with(spark, tmp_path / "lake", make_rows(y_bias=0.0, shift=1.5))
-    run_pipeline(config(root), ["train", "score"], spark)
+@pytest.mark.usefixtures("unshifted")  # after the unshifted window's monitor, which this replaces
+def test_shifted_feature_trips_the_monitor(spark: SparkSession, fair: Fair) -> None:
+    root = fair.root
+    earlier = {r["run_id"] for r in ops_rows(spark, root, "monitor_results")}  # the unshifted window's
+    Lakehouse(spark, str(root)).write(spark.createDataFrame(make_rows(y_bias=0.0, shift=1.5), EXAMPLES), "gold",
+                                      "examples", mode="overwrite")
+    run_pipeline(config(root), ["score"], spark)
     with pytest.raises(DriftDetected, match="feature x1 psi"):
         run_pipeline(config(root), ["monitor"], spark)
-    results = ops_rows(spark, root, "monitor_results")
+    results = [r for r in ops_rows(spark, root, "monitor_results") if r["run_id"] not in earlier]
     whole = {(r["kind"], r["column_name"], r["metric"]): r for r in results if r["period"] == "all"}
     assert whole[("feature", "x1", "psi")]["breached"] and whole[("feature", "x1", "ks")]["value"] > 0.3
     assert not whole[("feature", "x2", "psi")]["breached"] and whole[("feature", "x2", "psi")]["value"] < 0.1
@@ -138,7 +169,7 @@ def test_shifted_feature_trips_the_monitor(spark: SparkSession, tmp_path: Path) 
     # the same inputs again: not recomputed, and still a failure
     with pytest.raises(DriftDetected):
         run_pipeline(config(root), ["monitor"], spark)
-    assert len(ops_rows(spark, root, "monitor_results")) == len(results)
+    assert len([r for r in ops_rows(spark, root, "monitor_results") if r["run_id"] not in earlier]) == len(results)
 
     # on_breach: flag tags the champion for retraining instead of failing
     flagged = config(root, monitor={"period": {"column": "d", "unit": "week"}, "on_breach": "flag", "min_rows": 300})
@@ -148,13 +179,6 @@ def test_shifted_feature_trips_the_monitor(spark: SparkSession, tmp_path: Path) 
     registry = Registry(activate(tracking_for(str(root))), ctx.ops)
     version = registry.alias("m", CHAMPION)
     assert version is not None and RETRAIN_TAG in (registry.version("m", version).tags or {})
-
-
-def test_unshifted_window_passes_the_monitor(spark: SparkSession, tmp_path: Path) -> None:
-    root = lakehouse_with(spark, tmp_path / "lake", make_rows(y_bias=0.0, shift=0.0))
-    ctx = run_pipeline(config(root), ["train", "score", "monitor"], spark)
-    outcome = next(m for m in ctx.models if isinstance(m, MonitorOutcome))
-    assert outcome.status == "ok", outcome.breaches
 
 
 def test_label_review_lists_the_rows_whose_label_looks_wrong(spark: SparkSession, tmp_path: Path) -> None:
