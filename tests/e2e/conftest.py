@@ -257,12 +257,20 @@ class Lane:
         self._stops: dict[str, Callable[[], object]] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._began = time.monotonic()
+        self.timings: dict[str, tuple[float, float]] = {}  # job: its start and end, seconds after the lane's birth
+        self._late: list[str] = []  # jobs started by `start_late`
+        self._wanted: list[tuple[str, pytest.TempPathFactory]] = []  # late jobs a selected test uses
 
-    def job(self, *, fixtures: tuple[str, ...], needs: tuple[str, ...] = ()) -> Callable[[Callable[..., T]],
-                                                                                            Callable[..., T]]:
-        """Register the decorated function (`fn(tmp_path_factory)`) as a job read by `fixtures`."""
+    def job(self, *, fixtures: tuple[str, ...], needs: tuple[str, ...] = (), late: bool = False,
+            ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register the decorated function (`fn(tmp_path_factory)`) as a job read by `fixtures`. A `late` job
+        starts when the tier's first test does (`start_late`): work that would only compete for the cores with the
+        Spark tier, done instead while the tier's first tests check what the lane left (which keeps a core idle)."""
         def register(work: Callable[..., T]) -> Callable[..., T]:
             self._jobs[work.__name__] = (work, needs, fixtures)
+            if late:
+                self._late.append(work.__name__)
             return work
         return register
 
@@ -278,7 +286,17 @@ class Lane:
         used = {name for item in items for name in getattr(item, "fixturenames", ())}
         for name, (_, _, fixtures) in self._jobs.items():
             if used & set(fixtures):
-                self.start(name, factory)
+                if name in self._late:
+                    self._wanted.append((name, factory))
+                else:
+                    self.start(name, factory)
+
+    def start_late(self) -> None:
+        """Start the `late` jobs a selected test uses (once; a fixture that wants one earlier starts it then)."""
+        with self._lock:
+            wanted, self._wanted = self._wanted, []
+        for name, factory in wanted:
+            self.start(name, factory)
 
     def start(self, name: str, factory: pytest.TempPathFactory) -> Future[Any]:
         """Queue job `name` (once), after the jobs it needs."""
@@ -289,8 +307,15 @@ class Lane:
             if name not in self._futures:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="e2e-lane")
-                self._futures[name] = self._pool.submit(work, factory)
+                self._futures[name] = self._pool.submit(self._timed, name, work, factory)
             return self._futures[name]
+
+    def _timed(self, name: str, work: Callable[[pytest.TempPathFactory], T], factory: pytest.TempPathFactory) -> T:
+        began = time.monotonic() - self._began
+        try:
+            return work(factory)
+        finally:
+            self.timings[name] = (began, time.monotonic() - self._began)
 
     def result(self, name: str, factory: pytest.TempPathFactory) -> Any:
         """Job `name`'s outcome, waiting for it (a job asks for the jobs it needs: they ran before it)."""
@@ -481,6 +506,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the background lane's jobs the selected tests will read (`Lane`)."""
     if not session.config.option.collectonly:
         LANE.start_for(session.items, session.config._tmp_path_factory)  # type: ignore[attr-defined]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The tier's first test starts the lane's `late` jobs."""
+    LANE.start_late()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """When and how long each background lane job ran (what to look at when the suite slows down)."""
+    if LANE.timings:
+        terminalreporter.section("background lane")
+        for name, (began, ended) in sorted(LANE.timings.items(), key=lambda item: item[1]):
+            terminalreporter.write_line(f"{name:<24} {began:7.1f} s -> {ended:7.1f} s  ({ended - began:6.1f} s)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -542,9 +542,10 @@ TLS_WRITES = ("update silver.airlines set airline_name = 'renamed' where carrier
               "insert into silver.airlines select * from silver.airlines where carrier = 'AA'")
 
 
-@LANE.job(fixtures=("tls_server",), needs=("start_first_run",))
+@LANE.job(fixtures=("tls_server",), needs=("start_first_run",), late=True)
 def serve_tls_ldap(factory: pytest.TempPathFactory) -> TlsServer:
-    """In the background lane: an OpenLDAP directory, a copy of the first run's lakehouse, a keystore, and one
+    """In the background lane, once the tier's tests begin (`late`: the tests before this module's leave a core
+    idle, the Spark tier does not): an OpenLDAP directory, a copy of the first run's lakehouse, a keystore, and one
     server over TLS, logging users in against the directory, writable, with a row cap; then beeline (JDBC over
     TLS, trusting the server's certificate) writes as erin. The server and the directory run on for the test."""
     first: Subprocesses = LANE.result("start_first_run", factory)
