@@ -1,8 +1,11 @@
 """The pure-Python Delta reader against tables Spark wrote: the same rows as Spark reads, through appends, a schema
-change, a delete and checkpoints; deletion vectors refused."""
+change, a delete and checkpoints; deletion vectors refused. And its appender against Spark: what it appends is what
+Spark reads, Spark's writes follow it, concurrent writers lose no row, and the tables it must not write are left to
+Spark."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from goldsmith.errors import DeltaLogUnsupported
-from goldsmith.io.delta_log import read_rows, row_count, snapshot
-from goldsmith.io.lakehouse import Lakehouse
+from goldsmith.io.delta_log import append, read_rows, row_count, snapshot
+from goldsmith.io.lakehouse import Lakehouse, Txn
 from goldsmith.io.ops import SCHEMAS, OpsLog, column_names
 from goldsmith.ml.registry import local_moves, spark_moves
 
@@ -118,3 +121,114 @@ def test_ops_column_names_are_the_ddl_s(spark: SparkSession) -> None:
         schema = StructType.fromDDL(ddl)
         assert isinstance(schema, StructType)
         assert column_names(table) == schema.fieldNames(), table
+
+
+OPS_LIKE = ("id BIGINT, name STRING, amount DOUBLE, ok BOOLEAN, at TIMESTAMP, tags ARRAY<STRING>, "
+            "counts MAP<STRING, BIGINT>")
+
+
+def ops_like_table(spark: SparkSession, path: str, interval: int = 100) -> None:
+    """A table made as goldsmith makes an ops table: Spark creates it with its first append."""
+    spark.createDataFrame([(1, "spark", 1.5, True, T0, ["x"], {"k": 1})], OPS_LIKE).write.format("delta") \
+        .option("delta.checkpointInterval", str(interval)).option("delta.dataSkippingNumIndexedCols", "0").save(path)
+
+
+def test_rows_appended_without_spark_are_what_spark_reads_and_later_spark_writes_follow_them(
+    spark: SparkSession, tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "t")
+    ops_like_table(spark, path)
+    rows = [{"id": 2, "name": "pure", "amount": None, "ok": False, "at": T0 + timedelta(hours=1), "tags": [],
+             "counts": {"a": 2, "b": None}},
+            {"id": 3, "name": None, "amount": -0.5, "ok": None, "at": None, "tags": None, "counts": None}]
+    assert append(path, rows, user_metadata="marker-1") == 1
+    spark.createDataFrame([(4, "spark again", 2.0, True, T0, ["y", None], {})], OPS_LIKE).write.format("delta") \
+        .mode("append").save(path)
+    assert append(f"file:{path}", [{"id": 5, "name": "last"}]) == 3  # a column left out is null
+    expected = spark_rows(spark, path)
+    assert [r["id"] for r in expected] == [1, 2, 3, 4, 5]
+    assert expected[1] == {"id": 2, "name": "pure", "amount": None, "ok": False,
+                           "at": (T0 + timedelta(hours=1) - datetime(1970, 1, 1)) // timedelta(microseconds=1),
+                           "tags": [], "counts": {"a": 2, "b": None}}
+    assert expected[4]["name"] == "last" and expected[4]["counts"] is None
+    assert pure_rows(path) == expected
+    history = {r["version"]: r for r in spark.sql(f"describe history delta.`{path}`").collect()}
+    assert sorted(history) == [0, 1, 2, 3]
+    assert history[1]["userMetadata"] == "marker-1" and history[1]["operation"] == "WRITE"
+    assert history[1]["operationMetrics"]["numOutputRows"] == "2"
+    assert spark.read.format("delta").option("versionAsOf", 1).load(path).count() == 3
+    assert row_count(path) == 5  # from the commits' statistics
+    log = tmp_path / "t" / "_delta_log"
+    adds = [line for line in (log / f"{1:020d}.json").read_text().splitlines() if line.startswith('{"add"')]
+    assert len(adds) == 1 and not list(log.glob(".*tmp"))  # one file for the append; no staged commit left
+
+
+def test_appends_without_spark_that_race_each_other_and_spark_lose_no_row(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    ops_like_table(spark, path)
+
+    def pure(writer: int) -> None:
+        for i in range(12):
+            append(path, [{"id": writer * 100 + i, "name": f"w{writer}"}])
+
+    threads = [threading.Thread(target=pure, args=(w,)) for w in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for i in range(4):  # Spark appends meanwhile: one of two writers of a version retries with the next one
+        spark.createDataFrame([(900 + i, "spark", None, None, None, None, None)], OPS_LIKE).write.format("delta") \
+            .mode("append").save(path)
+    for thread in threads:
+        thread.join()
+    ids = [r["id"] for r in spark_rows(spark, path)]
+    assert ids == sorted([1, *range(100, 112), *range(200, 212), *range(900, 904)])
+    commits = sorted(int(p.stem) for p in (tmp_path / "t" / "_delta_log").glob("*.json"))
+    assert commits == list(range(1 + 24 + 4))  # one commit per append, no gap, none overwritten
+
+
+def test_tables_an_append_without_spark_must_not_write_are_left_to_spark(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(tmp_path / "t")
+    with pytest.raises(DeltaLogUnsupported, match="no table"):
+        append(path, [{"id": 1}])
+    ops_like_table(spark, path, interval=3)
+    with pytest.raises(DeltaLogUnsupported, match="columns the table lacks"):
+        append(path, [{"id": 2, "new_column": "x"}])
+    assert append(path, [{"id": 2}]) == 1 and append(path, [{"id": 3}]) == 2
+    files = sorted((tmp_path / "t").iterdir())
+    with pytest.raises(DeltaLogUnsupported, match="version 3 is due a checkpoint"):
+        append(path, [{"id": 4}])
+    assert sorted((tmp_path / "t").iterdir()) == files  # nothing written
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')")
+    with pytest.raises(DeltaLogUnsupported, match=r"writer version 7 \(features \['changeDataFeed'"):
+        append(path, [{"id": 4}])
+    constrained = str(tmp_path / "c")
+    ops_like_table(spark, constrained)
+    spark.sql(f"ALTER TABLE delta.`{constrained}` ADD CONSTRAINT positive CHECK (id > 0)")
+    with pytest.raises(DeltaLogUnsupported, match="writer version"):
+        append(constrained, [{"id": -1}])
+    assert spark.read.format("delta").load(constrained).count() == 1
+
+
+def test_the_ops_log_appends_without_spark_and_falls_back_to_it(spark: SparkSession, tmp_path: Path) -> None:
+    """The first append creates the table (Spark), later ones make no Spark job, a marked one is not made twice,
+    and an ops table of an older goldsmith, without a column, gets it through Spark's schema merge."""
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    ops = OpsLog(lakehouse)
+    row = {"table_name": "t", "run_id": "r", "inputs": "{}", "rows": 3, "table_version": 1, "built_at": T0,
+           "mode": "full"}
+    ops.append("gold_builds", [row])
+    tracker = spark.sparkContext.statusTracker()
+    jobs = len(tracker.getJobIdsForGroup(None))
+    txn = Txn("goldsmith-test", 1)
+    for _ in range(2):
+        ops.append("gold_builds", [{**row, "run_id": "r2"}], txn=txn)
+    ops.append("gold_builds", [{**row, "run_id": "r3"}])
+    assert len(tracker.getJobIdsForGroup(None)) == jobs
+    assert sorted(r["run_id"] for r in OpsLog(lakehouse)._spark_rows("gold_builds", ("run_id",))) == ["r", "r2", "r3"]
+    assert lakehouse.find_commit("ops", "gold_builds", txn) is not None
+
+    older = str(tmp_path / "older")
+    spark.createDataFrame([("t", "r")], "table_name STRING, run_id STRING").write.format("delta") \
+        .save(f"{older}/ops/gold_builds")
+    OpsLog(Lakehouse(spark, older)).append("gold_builds", [{**row, "run_id": "r4"}])
+    merged = spark.read.format("delta").load(f"{older}/ops/gold_builds")
+    assert "mode" in merged.columns and merged.where("run_id = 'r4'").first()["mode"] == "full"

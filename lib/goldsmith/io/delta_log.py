@@ -1,9 +1,17 @@
-"""Read a local Delta table without Spark: for commands that must answer without starting a JVM.
+"""Read a local Delta table without Spark: for commands that must answer without starting a JVM. And append a few
+rows to a small local one without a Spark job (`append`: goldsmith's own `ops.*` records).
 
 The table's state is its log replayed as the Delta protocol describes it: the checkpoint named by
 `_delta_log/_last_checkpoint` (else the newest checkpoint listed), then every later `NNNNNNNNNNNNNNNNNNNN.json`
 commit in order, each `add` making a data file live and each `remove` taking it away. The live parquet files,
 read with pyarrow and cast to the schema of the last `metaData` action, are the table's rows.
+
+An append is a parquet file and a commit that adds it, as a Spark writer's blind append would make them: the
+commit file is created only if absent (a hard link, atomic on a local disk), so a concurrent writer of the same
+version, Spark or another process, makes one of the two try again with the next version. Tables whose writers
+must do more than that are left to Spark (`DeltaLogUnsupported`): a writer version above 2 or table features,
+invariants, change data feed, in-commit timestamps, a version at which a checkpoint is due, or rows whose columns
+are not the table's (Spark's `mergeSchema` adds them).
 
 Only what the small `ops.*` tables use is read. Anything else raises `DeltaLogUnsupported` so that the caller
 reads the table with Spark instead: a root that is not a local folder, deletion vectors, column mapping, partition
@@ -14,7 +22,10 @@ gap in its commits.
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,3 +329,90 @@ def _read_file(path: Path, file: Path, schema: pa.Schema) -> pa.Table:
             raise _unsupported(path, f"column {field.name} of {file.name} does not cast to {field.type}: {exc}") \
                 from None
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+# How many versions an append tries before giving up (each lost race means another writer committed meanwhile).
+_APPEND_ATTEMPTS = 20
+_DEFAULT_CHECKPOINT_INTERVAL = 10
+
+
+def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None = None) -> int:
+    """Append `rows` (dicts keyed by every column of the table; a None is a null) to the existing Delta table at
+    `uri` in one commit without Spark, and return the version committed. `user_metadata` goes into the commit's
+    `commitInfo.userMetadata`, as Spark's `userMetadata` option puts it. DeltaLogUnsupported, with nothing
+    written, when the table is not one this writer may append to (see the module's docstring) or does not exist:
+    the caller writes with Spark then."""
+    path = table_folder(uri)
+    log_dir = path / LOG_FOLDER
+    data: Path | None = None
+    for _ in range(_APPEND_ATTEMPTS):
+        replayed = _replay(uri)
+        if replayed is None:
+            raise _unwritable(path, "there is no table to append to yet")
+        _, version, files, state = replayed
+        schema = _writable_schema(path, state, files.values(), rows)
+        new = version + 1
+        configuration = state["metaData"].get("configuration") or {}
+        interval = int(configuration.get("delta.checkpointInterval", _DEFAULT_CHECKPOINT_INTERVAL))
+        if new % max(interval, 1) == 0:
+            raise _unwritable(path, f"version {new} is due a checkpoint")
+        if data is None:
+            data = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
+            pq.write_table(table, data, compression="snappy")
+        size = data.stat().st_size
+        info: dict[str, Any] = {
+            "timestamp": int(time.time() * 1000), "operation": "WRITE",
+            "operationParameters": {"mode": "Append", "partitionBy": "[]"}, "readVersion": version,
+            "isolationLevel": "Serializable", "isBlindAppend": True,
+            "operationMetrics": {"numFiles": "1", "numOutputRows": str(len(rows)), "numOutputBytes": str(size)},
+            "engineInfo": "goldsmith", "txnId": str(uuid.uuid4()),
+        }
+        if user_metadata is not None:
+            info["userMetadata"] = user_metadata
+        add = {"path": data.name, "partitionValues": {}, "size": size,
+               "modificationTime": int(data.stat().st_mtime * 1000), "dataChange": True,
+               "stats": json.dumps({"numRecords": len(rows)}, separators=(",", ":"))}
+        text = "\n".join(json.dumps(action, separators=(",", ":")) for action in ({"commitInfo": info}, {"add": add}))
+        staged = log_dir / f".{new:020d}.json.{uuid.uuid4()}.tmp"
+        staged.write_text(text + "\n", encoding="utf-8")
+        try:
+            os.link(staged, log_dir / f"{new:020d}.json")  # fails if the version exists: no overwrite
+        except FileExistsError:
+            continue  # another writer committed this version first: try the next one
+        finally:
+            staged.unlink()
+        return new
+    raise _unwritable(path, f"{_APPEND_ATTEMPTS} versions in a row went to other writers")
+
+
+def _writable_schema(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]],
+                     rows: Sequence[dict[str, Any]]) -> pa.Schema:
+    """The arrow schema to write `rows` with, after refusing a table whose writers must do more than add a file."""
+    try:
+        schema = _check_state(path, state, live)
+    except DeltaLogUnsupported as refused:
+        raise DeltaLogUnsupported(str(refused).replace("pure-Python reader does not read it, read",
+                                                       "pure-Python writer does not append to it, write")) from None
+    protocol, metadata = state["protocol"], state["metaData"]
+    if int(protocol.get("minWriterVersion", 1)) > 2 or protocol.get("writerFeatures"):
+        raise _unwritable(path, f"it needs writer version {protocol.get('minWriterVersion')} "
+                                 f"(features {protocol.get('writerFeatures') or []})")
+    configuration = metadata.get("configuration") or {}
+    for key in ("delta.enableChangeDataFeed", "delta.enableInCommitTimestamps"):
+        if str(configuration.get(key, "false")).lower() == "true":
+            raise _unwritable(path, f"{key} is on")
+    fields = json.loads(metadata["schemaString"])["fields"]
+    if any("delta.invariants" in (f.get("metadata") or {}) for f in fields):
+        raise _unwritable(path, "a column has an invariant")
+    names = set(schema.names)
+    extra = {name for row in rows for name in row} - names
+    if extra:
+        raise _unwritable(path, f"the rows have columns the table lacks: {sorted(extra)}")
+    return schema
+
+
+
+def _unwritable(path: Path, what: str) -> DeltaLogUnsupported:
+    return DeltaLogUnsupported(f"Delta table {path}: {what}; the pure-Python writer does not append to it, write "
+                               "with Spark instead")
