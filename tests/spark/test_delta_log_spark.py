@@ -18,7 +18,7 @@ from pyspark.sql.types import StructType
 from goldsmith.errors import DeltaLogUnsupported
 from goldsmith.io.delta_log import append, read_rows, row_count, snapshot
 from goldsmith.io.lakehouse import Lakehouse, Txn
-from goldsmith.io.ops import SCHEMAS, OpsLog, column_names
+from goldsmith.io.ops import OPS_TABLE_PROPERTIES, SCHEMAS, OpsLog, column_names, rows_frame
 from goldsmith.ml.registry import local_moves, spark_moves
 
 T0 = datetime(2024, 5, 1, 8, 0, 0)
@@ -127,6 +127,12 @@ OPS_LIKE = ("id BIGINT, name STRING, amount DOUBLE, ok BOOLEAN, at TIMESTAMP, ta
             "counts MAP<STRING, BIGINT>")
 
 
+def ops_schema(table: str) -> StructType:
+    schema = StructType.fromDDL(SCHEMAS[table])
+    assert isinstance(schema, StructType)
+    return schema
+
+
 def ops_like_table(spark: SparkSession, path: str, interval: int = 100) -> None:
     """A table made as goldsmith makes an ops table: Spark creates it with its first append."""
     spark.createDataFrame([(1, "spark", 1.5, True, T0, ["x"], {"k": 1})], OPS_LIKE).write.format("delta") \
@@ -138,9 +144,10 @@ def test_rows_appended_without_spark_are_what_spark_reads_and_later_spark_writes
 ) -> None:
     path = str(tmp_path / "t")
     ops_like_table(spark, path)
-    rows = [{"id": 2, "name": "pure", "amount": None, "ok": False, "at": T0 + timedelta(hours=1), "tags": [],
-             "counts": {"a": 2, "b": None}},
-            {"id": 3, "name": None, "amount": -0.5, "ok": None, "at": None, "tags": None, "counts": None}]
+    rows: list[dict[str, Any]] = [
+        {"id": 2, "name": "pure", "amount": None, "ok": False, "at": T0 + timedelta(hours=1), "tags": [],
+         "counts": {"a": 2, "b": None}},
+        {"id": 3, "name": None, "amount": -0.5, "ok": None, "at": None, "tags": None, "counts": None}]
     assert append(path, rows, user_metadata="marker-1") == 1
     spark.createDataFrame([(4, "spark again", 2.0, True, T0, ["y", None], {})], OPS_LIKE).write.format("delta") \
         .mode("append").save(path)
@@ -209,14 +216,19 @@ def test_tables_an_append_without_spark_must_not_write_are_left_to_spark(spark: 
 
 
 def test_the_ops_log_appends_without_spark_and_falls_back_to_it(spark: SparkSession, tmp_path: Path) -> None:
-    """The first append creates the table (Spark), later ones make no Spark job, a marked one is not made twice,
-    and an ops table of an older goldsmith, without a column, gets it through Spark's schema merge."""
-    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
-    ops = OpsLog(lakehouse)
+    """Appends, the first one creating the table as Spark would have, make no Spark job of their own; a marked one
+    is not made twice; an ops table of an older goldsmith, without a column, gets it through Spark's schema merge;
+    a session whose defaults for new tables need a table feature has its ops tables created by Spark."""
     row = {"table_name": "t", "run_id": "r", "inputs": "{}", "rows": 3, "table_version": 1, "built_at": T0,
            "mode": "full"}
-    ops.append("gold_builds", [row])
+    lakehouse = Lakehouse(spark, str(tmp_path / "lake"))
+    ops = OpsLog(lakehouse)
     tracker = spark.sparkContext.statusTracker()
+    jobs = len(tracker.getJobIdsForGroup(None))
+    ops.append("gold_builds", [row])
+    # Registering the new table for SQL is Delta's one job here (reading the log of a commit without a checksum
+    # file); Spark's own first append makes two.
+    assert len(tracker.getJobIdsForGroup(None)) - jobs == 1
     jobs = len(tracker.getJobIdsForGroup(None))
     txn = Txn("goldsmith-test", 1)
     for _ in range(2):
@@ -225,10 +237,33 @@ def test_the_ops_log_appends_without_spark_and_falls_back_to_it(spark: SparkSess
     assert len(tracker.getJobIdsForGroup(None)) == jobs
     assert sorted(r["run_id"] for r in OpsLog(lakehouse)._spark_rows("gold_builds", ("run_id",))) == ["r", "r2", "r3"]
     assert lakehouse.find_commit("ops", "gold_builds", txn) is not None
+    assert spark.sql("select count(*) as n from ops.gold_builds").collect()[0]["n"] == 3  # registered for SQL
+
+    # The same table as Spark's own first append makes it: protocol, properties, schema, no partitions.
+    by_spark = Lakehouse(spark, str(tmp_path / "spark"))
+    by_spark.write(rows_frame(spark, [row], ops_schema("gold_builds")).coalesce(1), "ops", "gold_builds",
+                   options={"mergeSchema": "true", **OPS_TABLE_PROPERTIES}, metrics=False)
+
+    def detail(root: Path) -> tuple[Any, ...]:
+        d = spark.sql(f"describe detail delta.`{root}/ops/gold_builds`").first()
+        assert d is not None
+        return d["minReaderVersion"], d["minWriterVersion"], d["properties"], d["partitionColumns"]
+
+    assert detail(tmp_path / "lake") == detail(tmp_path / "spark")
+    assert spark.read.format("delta").load(f"{tmp_path}/lake/ops/gold_builds").schema == \
+        spark.read.format("delta").load(f"{tmp_path}/spark/ops/gold_builds").schema
 
     older = str(tmp_path / "older")
     spark.createDataFrame([("t", "r")], "table_name STRING, run_id STRING").write.format("delta") \
         .save(f"{older}/ops/gold_builds")
     OpsLog(Lakehouse(spark, older)).append("gold_builds", [{**row, "run_id": "r4"}])
     merged = spark.read.format("delta").load(f"{older}/ops/gold_builds")
-    assert "mode" in merged.columns and merged.where("run_id = 'r4'").first()["mode"] == "full"
+    assert "mode" in merged.columns and merged.where("run_id = 'r4'").collect()[0]["mode"] == "full"
+
+    spark.conf.set("spark.databricks.delta.properties.defaults.enableDeletionVectors", "true")
+    try:
+        OpsLog(Lakehouse(spark, str(tmp_path / "featured"))).append("gold_builds", [row])
+    finally:
+        spark.conf.unset("spark.databricks.delta.properties.defaults.enableDeletionVectors")
+    featured = spark.sql(f"describe detail delta.`{tmp_path}/featured/ops/gold_builds`").first()
+    assert featured is not None and "deletionVectors" in (featured["tableFeatures"] or [])

@@ -1,5 +1,5 @@
 """The pure-Python Delta reader on logs written by hand as the Delta protocol lays them out: commits replayed,
-checkpoints started from, and what it does not read refused (so that its caller reads with Spark)."""
+checkpoints started from, and what it does not read refused (so that its caller reads with Spark); and its appender."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from goldsmith.errors import DeltaLogUnsupported, GoldsmithError
-from goldsmith.io.delta_log import read_rows, snapshot
+from goldsmith.io.delta_log import NewTable, append, read_rows, snapshot
 
 PROTOCOL = {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}
 
@@ -192,3 +192,28 @@ def test_a_gap_partitions_remote_roots_and_lost_files_are_refused(tmp_path: Path
     commit(vacuumed, 0, PROTOCOL, metadata(COLUMNS), data_file(vacuumed, "a.parquet", id=[1], name=["x"]))
     (vacuumed / "a.parquet").unlink()
     refused(vacuumed, "went away")
+
+
+def test_an_append_creates_the_table_then_adds_to_it_and_a_race_takes_the_next_version(tmp_path: Path) -> None:
+    """The appender (delta_log.append) on its own: the first append creates the table (protocol 1/2, the schema
+    with every column nullable, the given properties), later ones add a file each; a version another writer made
+    meanwhile is not overwritten, the append takes the next one."""
+    table = tmp_path / "t"
+    schema = {"type": "struct", "fields": [{"name": "id", "type": "long", "nullable": False, "metadata": {}},
+                                           {"name": "tags", "type": {"type": "array", "elementType": "string",
+                                                                     "containsNull": False}}]}
+    new = NewTable(schema, {"delta.checkpointInterval": "100"})
+    with pytest.raises(DeltaLogUnsupported, match="no table to append to"):
+        append(str(table), [{"id": 1}])
+    assert append(str(table), [{"id": 1, "tags": ["a"]}], "m", create=new) == 0
+    first = [json.loads(line) for line in (table / "_delta_log" / f"{0:020d}.json").read_text().splitlines()]
+    assert [next(iter(a)) for a in first] == ["commitInfo", "metaData", "protocol", "add"]
+    assert first[0]["commitInfo"]["userMetadata"] == "m" and first[2] == PROTOCOL
+    written = json.loads(first[1]["metaData"]["schemaString"])
+    assert [f["nullable"] for f in written["fields"]] == [True, True] and written["fields"][1]["type"]["containsNull"]
+    assert first[1]["metaData"]["configuration"] == {"delta.checkpointInterval": "100"}
+    commit(table, 1, data_file(table, "other.parquet", id=[2], tags=[["b"]]))  # another writer's version 1
+    original = (table / "_delta_log" / f"{1:020d}.json").read_text()
+    assert append(str(table), [{"id": 3}], create=new) == 2
+    assert (table / "_delta_log" / f"{1:020d}.json").read_text() == original
+    assert sorted((r["id"], r["tags"]) for r in read_rows(str(table)) or []) == [(1, ["a"]), (2, ["b"]), (3, None)]

@@ -336,27 +336,49 @@ _APPEND_ATTEMPTS = 20
 _DEFAULT_CHECKPOINT_INTERVAL = 10
 
 
-def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None = None) -> int:
-    """Append `rows` (dicts keyed by every column of the table; a None is a null) to the existing Delta table at
-    `uri` in one commit without Spark, and return the version committed. `user_metadata` goes into the commit's
+@dataclass(frozen=True)
+class NewTable:
+    """What `append` creates a missing table with, as a Spark writer would: this schema (Spark's JSON form; every
+    column nullable) and these table properties, no partitions, protocol reader 1 / writer 2."""
+
+    schema: dict[str, Any]
+    configuration: dict[str, str]
+
+
+def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None = None,
+           create: NewTable | None = None) -> int:
+    """Append `rows` (dicts keyed by the table's columns; a column left out, or None, is null) to the Delta table
+    at `uri` in one commit without Spark, and return the version committed; a missing table is created by the
+    same commit (version 0) when `create` says how. `user_metadata` goes into the commit's
     `commitInfo.userMetadata`, as Spark's `userMetadata` option puts it. DeltaLogUnsupported, with nothing
-    written, when the table is not one this writer may append to (see the module's docstring) or does not exist:
-    the caller writes with Spark then."""
+    written, when the table is not one this writer may append to (see the module's docstring), or does not exist
+    and `create` is None: the caller writes with Spark then."""
     path = table_folder(uri)
     log_dir = path / LOG_FOLDER
     data: Path | None = None
+    state: dict[str, dict[str, Any]]
+    files: _Files
     for _ in range(_APPEND_ATTEMPTS):
         replayed = _replay(uri)
         if replayed is None:
-            raise _unwritable(path, "there is no table to append to yet")
-        _, version, files, state = replayed
+            if create is None:
+                raise _unwritable(path, "there is no table to append to yet")
+            state = {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "metaData": {
+                "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
+                "schemaString": json.dumps(_nullable(create.schema), separators=(",", ":")),
+                "partitionColumns": [], "configuration": dict(create.configuration),
+                "createdTime": int(time.time() * 1000)}}
+            version, files = -1, {}
+        else:
+            _, version, files, state = replayed
         schema = _writable_schema(path, state, files.values(), rows)
         new = version + 1
         configuration = state["metaData"].get("configuration") or {}
         interval = int(configuration.get("delta.checkpointInterval", _DEFAULT_CHECKPOINT_INTERVAL))
-        if new % max(interval, 1) == 0:
+        if new > 0 and new % max(interval, 1) == 0:
             raise _unwritable(path, f"version {new} is due a checkpoint")
         if data is None:
+            path.mkdir(parents=True, exist_ok=True)
             data = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
             table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
             pq.write_table(table, data, compression="snappy")
@@ -373,7 +395,12 @@ def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None =
         add = {"path": data.name, "partitionValues": {}, "size": size,
                "modificationTime": int(data.stat().st_mtime * 1000), "dataChange": True,
                "stats": json.dumps({"numRecords": len(rows)}, separators=(",", ":"))}
-        text = "\n".join(json.dumps(action, separators=(",", ":")) for action in ({"commitInfo": info}, {"add": add}))
+        actions: list[dict[str, Any]] = [{"commitInfo": info}]
+        if new == 0:
+            actions += [{"metaData": state["metaData"]}, {"protocol": state["protocol"]}]
+        actions.append({"add": add})
+        text = "\n".join(json.dumps(action, separators=(",", ":")) for action in actions)
+        log_dir.mkdir(parents=True, exist_ok=True)
         staged = log_dir / f".{new:020d}.json.{uuid.uuid4()}.tmp"
         staged.write_text(text + "\n", encoding="utf-8")
         try:
@@ -416,3 +443,19 @@ def _writable_schema(path: Path, state: dict[str, dict[str, Any]], live: Iterabl
 def _unwritable(path: Path, what: str) -> DeltaLogUnsupported:
     return DeltaLogUnsupported(f"Delta table {path}: {what}; the pure-Python writer does not append to it, write "
                                "with Spark instead")
+
+
+def _nullable(spark_type: Any) -> Any:
+    """A Spark schema type (JSON form) with every field, element and map value nullable."""
+    if not isinstance(spark_type, dict):
+        return spark_type
+    kind = spark_type.get("type")
+    if kind == "struct":
+        return {**spark_type, "fields": [{**f, "type": _nullable(f["type"]), "nullable": True,
+                                         "metadata": f.get("metadata") or {}} for f in spark_type["fields"]]}
+    if kind == "array":
+        return {**spark_type, "elementType": _nullable(spark_type["elementType"]), "containsNull": True}
+    if kind == "map":
+        return {**spark_type, "valueType": _nullable(spark_type["valueType"]), "valueContainsNull": True}
+    return spark_type
+

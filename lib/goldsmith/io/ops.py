@@ -115,6 +115,12 @@ SCHEMAS: dict[str, str] = {
 # (a checkpoint is a Spark job). Delta takes `delta.*` writer options as table properties when the first append
 # creates the table, and ignores them afterwards.
 OPS_TABLE_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0", "delta.checkpointInterval": "100"}
+_DEFAULTS = "spark.databricks.delta.properties.defaults."  # a session's properties for the tables it creates
+# Defaults that are only properties of a new table (goldsmith's session turns the change feed off); any other
+# default may need a table feature, which a table created without Spark would lack.
+_PLAIN_DEFAULTS = frozenset({"enableChangeDataFeed", "checkpointInterval", "logRetentionDuration",
+                             "deletedFileRetentionDuration", "dataSkippingNumIndexedCols"})
+_UNKNOWN = object()
 
 
 def now() -> datetime:
@@ -154,6 +160,7 @@ class OpsLog:
         self._shared = shared if not lakehouse.catalog else None
         # A stage's tables run in threads: one append at a time (the first creates the table) and one read.
         self._lock = threading.RLock()
+        self._created_with: object = _UNKNOWN
 
     def append(self, table: str, rows: Sequence[dict[str, Any]], txn: Txn | None = None) -> None:
         """Append rows (dicts keyed by column) to `ops.<table>` in one commit; with `txn`, a commit that the
@@ -181,23 +188,39 @@ class OpsLog:
 
     def _append_without_spark(self, table: str, rows: Sequence[dict[str, Any]], schema: StructType,
                               txn: Txn | None) -> bool:
-        """Append to an existing ops table in a local folder with `delta_log.append` (a parquet file and a commit,
-        ~100 times cheaper than a Spark write's job and commit for a few rows); False, with nothing written, when
-        that writer does not take the table (the Spark path then writes it: a catalog, an object store, a table
-        to create or to add columns to, a checkpoint due)."""
+        """Append to an ops table in a local folder, creating it if need be, with `delta_log.append` (a parquet file
+        and a commit: no Spark job, no plan); False, with nothing written, when that writer does not take the table
+        (the Spark path then writes it: a catalog, an object store, columns to add to the table, a checkpoint due,
+        session defaults for new tables that need table features)."""
         if self.lakehouse.catalog or local_folder(self.lakehouse.path("ops", table)) is None:
             return False
         if txn is not None and self.lakehouse.find_commit("ops", table, txn) is not None:
             return True  # applied by a run that was killed after it
         complete = [{f.name: _arrowable(row.get(f.name), f.dataType) for f in schema.fields} for row in rows]
+        properties = self._new_table_properties()
+        create = delta_log.NewTable(schema.jsonValue(), properties) if properties is not None else None
         try:
-            delta_log.append(self.lakehouse.path("ops", table), complete, txn.marker if txn is not None else None)
+            delta_log.append(self.lakehouse.path("ops", table), complete, txn.marker if txn is not None else None,
+                             create)
         except DeltaLogUnsupported as why:
             log.debug("ops.%s is appended to by Spark: %s", table, why)
             return False
         self.lakehouse.register("ops", table)
         faults.committed("ops", table)
         return True
+
+    def _new_table_properties(self) -> dict[str, str] | None:
+        """The properties a Spark append would give a new ops table (`OPS_TABLE_PROPERTIES` and the session's
+        defaults for new tables), or None when the session's defaults ask for more than properties (a table
+        feature, column mapping): such a table is created by Spark."""
+        if self._created_with is _UNKNOWN:
+            defaults = {key.removeprefix(_DEFAULTS): value for key, value in self.spark.conf.getAll.items()
+                        if key.startswith(_DEFAULTS)}
+            plain = all(key in _PLAIN_DEFAULTS for key in defaults) \
+                and defaults.get("enableChangeDataFeed", "false").lower() == "false"  # a change feed is a feature
+            self._created_with = {**{f"delta.{k}": v for k, v in defaults.items()}, **OPS_TABLE_PROPERTIES} \
+                if plain else None
+        return self._created_with  # type: ignore[return-value]
 
     def _rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
         with self._lock:
