@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -190,6 +191,12 @@ def test_appends_without_spark_that_race_each_other_and_spark_lose_no_row(spark:
     assert ids == sorted([1, *range(100, 112), *range(200, 212), *range(900, 904)])
     commits = sorted(int(p.stem) for p in (tmp_path / "t" / "_delta_log").glob("*.json"))
     assert commits == list(range(1 + 24 + 4))  # one commit per append, no gap, none overwritten
+    state = snapshot(path)
+    assert state is not None
+    # No file with rows outside the log: an append that lost a race commits its file at the next version. (Spark
+    # leaves its empty partitions' files behind, without rows.)
+    unlisted = set((tmp_path / "t").glob("*.parquet")) - set(state.files)
+    assert [pq.ParquetFile(f).metadata.num_rows for f in unlisted] == [0] * len(unlisted)
 
 
 def test_tables_an_append_without_spark_must_not_write_are_left_to_spark(spark: SparkSession, tmp_path: Path) -> None:

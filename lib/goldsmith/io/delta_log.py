@@ -354,63 +354,85 @@ def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None =
     written, when the table is not one this writer may append to (see the module's docstring), or does not exist
     and `create` is None: the caller writes with Spark then."""
     path = table_folder(uri)
+    data: list[tuple[Path, pa.Schema]] = []  # the data file written, and its schema
+    try:
+        for _ in range(_APPEND_ATTEMPTS):
+            version = _try_append(path, uri, rows, user_metadata, create, data)
+            if version is not None:
+                return version
+    except BaseException:
+        for file, _ in data:  # not committed: nobody will read it
+            file.unlink(missing_ok=True)
+        raise
+    for file, _ in data:
+        file.unlink(missing_ok=True)
+    raise _unwritable(path, f"{_APPEND_ATTEMPTS} versions in a row went to other writers")
+
+
+def _try_append(path: Path, uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None,
+                create: NewTable | None, data: list[tuple[Path, pa.Schema]]) -> int | None:
+    """One attempt of `append`: the version committed, or None when another writer committed it first. The data
+    file, once written, is kept in `data` for the next attempt (written again if the table's schema changed)."""
     log_dir = path / LOG_FOLDER
-    data: Path | None = None
     state: dict[str, dict[str, Any]]
     files: _Files
-    for _ in range(_APPEND_ATTEMPTS):
-        replayed = _replay(uri)
-        if replayed is None:
-            if create is None:
-                raise _unwritable(path, "there is no table to append to yet")
-            state = {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "metaData": {
-                "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
-                "schemaString": json.dumps(_nullable(create.schema), separators=(",", ":")),
-                "partitionColumns": [], "configuration": dict(create.configuration),
-                "createdTime": int(time.time() * 1000)}}
-            version, files = -1, {}
-        else:
-            _, version, files, state = replayed
-        schema = _writable_schema(path, state, files.values(), rows)
-        new = version + 1
-        configuration = state["metaData"].get("configuration") or {}
-        interval = int(configuration.get("delta.checkpointInterval", _DEFAULT_CHECKPOINT_INTERVAL))
-        if new > 0 and new % max(interval, 1) == 0:
-            raise _unwritable(path, f"version {new} is due a checkpoint")
-        if data is None:
-            path.mkdir(parents=True, exist_ok=True)
-            data = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-            table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
-            pq.write_table(table, data, compression="snappy")
-        size = data.stat().st_size
-        info: dict[str, Any] = {
-            "timestamp": int(time.time() * 1000), "operation": "WRITE",
-            "operationParameters": {"mode": "Append", "partitionBy": "[]"}, "readVersion": version,
-            "isolationLevel": "Serializable", "isBlindAppend": True,
-            "operationMetrics": {"numFiles": "1", "numOutputRows": str(len(rows)), "numOutputBytes": str(size)},
-            "engineInfo": "goldsmith", "txnId": str(uuid.uuid4()),
-        }
-        if user_metadata is not None:
-            info["userMetadata"] = user_metadata
-        add = {"path": data.name, "partitionValues": {}, "size": size,
-               "modificationTime": int(data.stat().st_mtime * 1000), "dataChange": True,
-               "stats": json.dumps({"numRecords": len(rows)}, separators=(",", ":"))}
-        actions: list[dict[str, Any]] = [{"commitInfo": info}]
-        if new == 0:
-            actions += [{"metaData": state["metaData"]}, {"protocol": state["protocol"]}]
-        actions.append({"add": add})
-        text = "\n".join(json.dumps(action, separators=(",", ":")) for action in actions)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        staged = log_dir / f".{new:020d}.json.{uuid.uuid4()}.tmp"
-        staged.write_text(text + "\n", encoding="utf-8")
-        try:
-            os.link(staged, log_dir / f"{new:020d}.json")  # fails if the version exists: no overwrite
-        except FileExistsError:
-            continue  # another writer committed this version first: try the next one
-        finally:
-            staged.unlink()
-        return new
-    raise _unwritable(path, f"{_APPEND_ATTEMPTS} versions in a row went to other writers")
+    replayed = _replay(uri)
+    if replayed is None:
+        if create is None:
+            raise _unwritable(path, "there is no table to append to yet")
+        state = {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "metaData": {
+            "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
+            "schemaString": json.dumps(_nullable(create.schema), separators=(",", ":")),
+            "partitionColumns": [], "configuration": dict(create.configuration),
+            "createdTime": int(time.time() * 1000)}}
+        version, files = -1, {}
+    else:
+        _, version, files, state = replayed
+    schema = _writable_schema(path, state, files.values(), rows)
+    new = version + 1
+    configuration = state["metaData"].get("configuration") or {}
+    interval = int(configuration.get("delta.checkpointInterval", _DEFAULT_CHECKPOINT_INTERVAL))
+    if new > 0 and new % max(interval, 1) == 0:
+        raise _unwritable(path, f"version {new} is due a checkpoint")
+    if data and not data[0][1].equals(schema):  # another writer created the table, or changed it, meanwhile
+        data.pop()[0].unlink(missing_ok=True)
+    if not data:
+        path.mkdir(parents=True, exist_ok=True)
+        file = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
+        pq.write_table(table, file, compression="snappy")
+        data.append((file, schema))
+    file = data[0][0]
+    stat = file.stat()
+    info: dict[str, Any] = {
+        "timestamp": int(time.time() * 1000), "operation": "WRITE",
+        "operationParameters": {"mode": "Append", "partitionBy": "[]"}, "readVersion": version,
+        "isolationLevel": "Serializable", "isBlindAppend": True,
+        "operationMetrics": {"numFiles": "1", "numOutputRows": str(len(rows)), "numOutputBytes": str(stat.st_size)},
+        "engineInfo": "goldsmith", "txnId": str(uuid.uuid4()),
+    }
+    if user_metadata is not None:
+        info["userMetadata"] = user_metadata
+    add = {"path": file.name, "partitionValues": {}, "size": stat.st_size,
+           "modificationTime": int(stat.st_mtime * 1000), "dataChange": True,
+           "stats": json.dumps({"numRecords": len(rows)}, separators=(",", ":"))}
+    actions: list[dict[str, Any]] = [{"commitInfo": info}]
+    if new == 0:
+        actions += [{"metaData": state["metaData"]}, {"protocol": state["protocol"]}]
+    actions.append({"add": add})
+    log_dir.mkdir(parents=True, exist_ok=True)
+    staged = log_dir / f".{new:020d}.json.{uuid.uuid4()}.tmp"
+    staged.write_text("".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions), encoding="utf-8")
+    try:
+        os.link(staged, log_dir / f"{new:020d}.json")  # fails if the version exists: no overwrite
+    except FileExistsError:
+        return None  # another writer committed this version first: the next attempt takes the next one
+    except OSError as exc:  # a file system without hard links: no exclusive create to rely on
+        raise _unwritable(path, f"its file system does not make hard links ({exc.strerror})") from None
+    finally:
+        staged.unlink(missing_ok=True)
+    data.clear()  # committed: the table's now
+    return new
 
 
 def _writable_schema(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]],

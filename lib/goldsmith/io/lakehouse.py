@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from pyspark.sql.types import StructField, StructType
 
 from goldsmith import faults
 from goldsmith.config.loader import TABLE_REF  # the pattern the loader checks SQL references with
+from goldsmith.io.paths import local_folder
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,14 @@ class Lakehouse:
         return names
 
     def _list_tables(self, layer: str) -> list[str]:
+        folder = local_folder(f"{self.root}/{layer}")
+        if folder is not None:  # a local disk: listed here, not by a call into the JVM per table (a server's
+            # refresh every second: 4.0 -> 0.4 CPU-s a minute on the flights lakehouse)
+            try:
+                return sorted(entry.name for entry in os.scandir(folder)
+                              if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "_delta_log")))
+            except FileNotFoundError:
+                return []
         jvm: Any = self.spark.sparkContext._jvm
         layer_path = jvm.org.apache.hadoop.fs.Path(f"{self.root}/{layer}")
         fs = layer_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
