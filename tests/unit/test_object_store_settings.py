@@ -1,7 +1,12 @@
 """Object-store settings and the credential check (goldsmith.io.object_store): what a session is given from the
-AWS environment variables, and the one-line error before Spark starts when an s3a:// path has no credential."""
+AWS environment variables, and the one-line error before Spark starts when an s3a:// path has no credential; the
+local store's script refusing a bucket name S3 would refuse."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +16,7 @@ from goldsmith.io.storage_jar import S3_LOG_STORE
 
 ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}
 H = "spark.hadoop.fs.s3a."
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_schemes() -> None:
@@ -54,3 +60,14 @@ def test_a_missing_credential_is_one_line_naming_the_path_and_the_variable() -> 
         check_credentials(["/tmp/landing", "s3a://b/lake"], {}, {"AWS_ACCESS_KEY_ID": "key"})
     message = str(error.value)
     assert "\n" not in message and "s3a://b/lake" in message and "AWS_SECRET_ACCESS_KEY is missing" in message
+
+
+def test_the_local_store_script_refuses_a_bucket_name_s3_would_refuse_at_once(tmp_path: Path) -> None:
+    """`scripts/objectstore start --bucket B` with a name S3 refuses fails in one line before starting anything
+    (SeaweedFS would answer 400 to the bucket's creation, which the script would wait two minutes on)."""
+    env = {**os.environ, "GOLDSMITH_OBJECTSTORE_DIR": str(tmp_path / "store")}
+    for name in ("b1", "Upper-Case", "-dash-first", "x" * 64):
+        done = subprocess.run(["bash", str(REPO / "scripts" / "objectstore"), "start", "--bucket", name], env=env,
+                              capture_output=True, text=True, check=False, timeout=30)
+        assert done.returncode == 2 and f"'{name}' is not a bucket name" in done.stderr, done.stderr
+    assert not (tmp_path / "store").exists()
