@@ -209,6 +209,7 @@ def test_an_append_creates_the_table_then_adds_to_it_and_a_race_takes_the_next_v
     first = [json.loads(line) for line in (table / "_delta_log" / f"{0:020d}.json").read_text().splitlines()]
     assert [next(iter(a)) for a in first] == ["commitInfo", "metaData", "protocol", "add"]
     assert first[0]["commitInfo"]["userMetadata"] == "m" and first[2] == PROTOCOL
+    assert "readVersion" not in first[0]["commitInfo"] and first[0]["commitInfo"]["isBlindAppend"]
     written = json.loads(first[1]["metaData"]["schemaString"])
     assert [f["nullable"] for f in written["fields"]] == [True, True] and written["fields"][1]["type"]["containsNull"]
     assert first[1]["metaData"]["configuration"] == {"delta.checkpointInterval": "100"}
@@ -216,4 +217,6 @@ def test_an_append_creates_the_table_then_adds_to_it_and_a_race_takes_the_next_v
     original = (table / "_delta_log" / f"{1:020d}.json").read_text()
     assert append(str(table), [{"id": 3}], create=new) == 2
     assert (table / "_delta_log" / f"{1:020d}.json").read_text() == original
+    third = json.loads((table / "_delta_log" / f"{2:020d}.json").read_text().splitlines()[0])["commitInfo"]
+    assert third["readVersion"] == 1 and third["operationMetrics"]["numOutputRows"] == "1"
     assert sorted((r["id"], r["tags"]) for r in read_rows(str(table)) or []) == [(1, ["a"]), (2, ["b"]), (3, None)]

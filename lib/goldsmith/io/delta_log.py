@@ -406,7 +406,8 @@ def _try_append(path: Path, uri: str, rows: Sequence[dict[str, Any]], user_metad
     stat = file.stat()
     info: dict[str, Any] = {
         "timestamp": int(time.time() * 1000), "operation": "WRITE",
-        "operationParameters": {"mode": "Append", "partitionBy": "[]"}, "readVersion": version,
+        "operationParameters": {"mode": "Append", "partitionBy": "[]"},
+        **({"readVersion": version} if version >= 0 else {}),  # a creation read no version, as Spark writes it
         "isolationLevel": "Serializable", "isBlindAppend": True,
         "operationMetrics": {"numFiles": "1", "numOutputRows": str(len(rows)), "numOutputBytes": str(stat.st_size)},
         "engineInfo": "goldsmith", "txnId": str(uuid.uuid4()),
