@@ -26,7 +26,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class DeltaSnapshot:
 def _unsupported(path: Path, what: str) -> DeltaLogUnsupported:
     return DeltaLogUnsupported(f"Delta table {path}: {what}; the pure-Python reader does not read it, "
                                "read the table with Spark instead")
+
+
+_Refuse = Callable[[Path, str], DeltaLogUnsupported]  # `_unsupported` (reading) or `_unwritable` (appending)
 
 
 def table_folder(uri: str) -> Path:
@@ -254,40 +257,43 @@ def _apply(action: str, value: dict[str, Any], files: dict[tuple[str, str | None
         state[action] = value
 
 
-def _check_state(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]]) -> pa.Schema:
-    """The table's arrow schema, after refusing every feature this reader does not read."""
-    metadata = _check_protocol(path, state)
+def _check_state(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]],
+                 refuse: _Refuse = _unsupported) -> pa.Schema:
+    """The table's arrow schema, after refusing (with `refuse`'s error: the reader's, or the appender's) every
+    feature this module does not read."""
+    metadata = _check_protocol(path, state, refuse)
     configuration = dict(metadata.get("configuration") or {})
     mode = configuration.get("delta.columnMapping.mode", "none")
     if mode != "none":
-        raise _unsupported(path, f"it uses column mapping (delta.columnMapping.mode = {mode})")
+        raise refuse(path, f"it uses column mapping (delta.columnMapping.mode = {mode})")
     if metadata.get("partitionColumns"):
-        raise _unsupported(path, f"it is partitioned by {metadata['partitionColumns']}")
+        raise refuse(path, f"it is partitioned by {metadata['partitionColumns']}")
     with_vectors = [f["path"] for f in live if f.get("deletionVector")]
     if with_vectors:
-        raise _unsupported(path, f"{len(with_vectors)} of its files have deletion vectors, e.g. {with_vectors[0]}")
+        raise refuse(path, f"{len(with_vectors)} of its files have deletion vectors, e.g. {with_vectors[0]}")
     schema = json.loads(metadata["schemaString"])
     # Every field nullable: a column added after a file was written reads as null in that file's rows.
-    return pa.schema([pa.field(f["name"], _arrow_type(path, f["type"])) for f in schema["fields"]])
+    return pa.schema([pa.field(f["name"], _arrow_type(path, f["type"], refuse)) for f in schema["fields"]])
 
 
-def _check_protocol(path: Path, state: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _check_protocol(path: Path, state: dict[str, dict[str, Any]], refuse: _Refuse = _unsupported,
+                    ) -> dict[str, Any]:
     """The table's metaData action, after refusing a protocol whose log this reader cannot follow."""
     protocol, metadata = state.get("protocol"), state.get("metaData")
     if protocol is None or metadata is None:
-        raise _unsupported(path, "its log has no protocol or metaData action")
+        raise refuse(path, "its log has no protocol or metaData action")
     reader_version = int(protocol.get("minReaderVersion", 1))
     features = set(protocol.get("readerFeatures") or [])
     if reader_version > 3 or features - _KNOWN_READER_FEATURES:
-        raise _unsupported(path, f"it needs reader version {reader_version} with features "
-                                 f"{sorted(features - _KNOWN_READER_FEATURES) or sorted(features)}")
+        raise refuse(path, f"it needs reader version {reader_version} with features "
+                           f"{sorted(features - _KNOWN_READER_FEATURES) or sorted(features)}")
     managed = set(protocol.get("writerFeatures") or []) & _COMMITS_ELSEWHERE
     if managed:
-        raise _unsupported(path, f"its newest commits may not be in _delta_log yet (writer features {sorted(managed)})")
+        raise refuse(path, f"its newest commits may not be in _delta_log yet (writer features {sorted(managed)})")
     return metadata
 
 
-def _arrow_type(path: Path, spark_type: Any) -> pa.DataType:
+def _arrow_type(path: Path, spark_type: Any, refuse: _Refuse = _unsupported) -> pa.DataType:
     """The arrow type of a Delta schema type (its JSON form)."""
     if isinstance(spark_type, str):
         if spark_type in _PRIMITIVES:
@@ -295,12 +301,13 @@ def _arrow_type(path: Path, spark_type: Any) -> pa.DataType:
         if m := _DECIMAL.match(spark_type):
             return pa.decimal128(int(m.group(1)), int(m.group(2)))
     elif spark_type.get("type") == "array":
-        return pa.list_(_arrow_type(path, spark_type["elementType"]))
+        return pa.list_(_arrow_type(path, spark_type["elementType"], refuse))
     elif spark_type.get("type") == "map":
-        return pa.map_(_arrow_type(path, spark_type["keyType"]), _arrow_type(path, spark_type["valueType"]))
+        return pa.map_(_arrow_type(path, spark_type["keyType"], refuse),
+                       _arrow_type(path, spark_type["valueType"], refuse))
     elif spark_type.get("type") == "struct":
-        return pa.struct([pa.field(f["name"], _arrow_type(path, f["type"])) for f in spark_type["fields"]])
-    raise _unsupported(path, f"it has a column of type {spark_type}")
+        return pa.struct([pa.field(f["name"], _arrow_type(path, f["type"], refuse)) for f in spark_type["fields"]])
+    raise refuse(path, f"it has a column of type {spark_type}")
 
 
 def _data_file(path: Path, name: str) -> Path:
@@ -354,96 +361,98 @@ def append(uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None =
     written, when the table is not one this writer may append to (see the module's docstring), or does not exist
     and `create` is None: the caller writes with Spark then."""
     path = table_folder(uri)
-    data: list[tuple[Path, pa.Schema]] = []  # the data file written, and its schema
+    file: Path | None = None  # the data file, once written, kept for the next attempt when a race is lost
+    written: pa.Schema | None = None  # its schema
+    committed = False
     try:
         for _ in range(_APPEND_ATTEMPTS):
-            version = _try_append(path, uri, rows, user_metadata, create, data)
-            if version is not None:
-                return version
-    except BaseException:
-        for file, _ in data:  # not committed: nobody will read it
+            replayed = _replay(uri)
+            if replayed is not None:
+                _, version, files, state = replayed
+            elif create is not None:
+                version, files, state = -1, {}, _new_table_state(create)
+            else:
+                raise _unwritable(path, "there is no table to append to yet")
+            schema = _writable_schema(path, state, files.values(), rows)
+            new = version + 1
+            interval = int((state["metaData"].get("configuration") or {}).get("delta.checkpointInterval",
+                                                                              _DEFAULT_CHECKPOINT_INTERVAL))
+            if new > 0 and new % max(interval, 1) == 0:
+                raise _unwritable(path, f"version {new} is due a checkpoint")
+            if file is None or written is None or not written.equals(schema):
+                # (Written again when another writer created the table, or changed it, meanwhile.)
+                if file is not None:
+                    file.unlink(missing_ok=True)
+                file, written = _write_rows(path, rows, schema), schema
+            actions = _append_actions(file, len(rows), version, user_metadata)
+            if new == 0:
+                actions[1:1] = [{"metaData": state["metaData"]}, {"protocol": state["protocol"]}]
+            committed = _commit(path, new, actions)
+            if committed:
+                return new
+        raise _unwritable(path, f"{_APPEND_ATTEMPTS} versions in a row went to other writers")
+    finally:
+        if file is not None and not committed:  # nobody will read it
             file.unlink(missing_ok=True)
-        raise
-    for file, _ in data:
-        file.unlink(missing_ok=True)
-    raise _unwritable(path, f"{_APPEND_ATTEMPTS} versions in a row went to other writers")
 
 
-def _try_append(path: Path, uri: str, rows: Sequence[dict[str, Any]], user_metadata: str | None,
-                create: NewTable | None, data: list[tuple[Path, pa.Schema]]) -> int | None:
-    """One attempt of `append`: the version committed, or None when another writer committed it first. The data
-    file, once written, is kept in `data` for the next attempt (written again if the table's schema changed)."""
-    log_dir = path / LOG_FOLDER
-    state: dict[str, dict[str, Any]]
-    files: _Files
-    replayed = _replay(uri)
-    if replayed is None:
-        if create is None:
-            raise _unwritable(path, "there is no table to append to yet")
-        state = {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "metaData": {
-            "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
-            "schemaString": json.dumps(_nullable(create.schema), separators=(",", ":")),
-            "partitionColumns": [], "configuration": dict(create.configuration),
-            "createdTime": int(time.time() * 1000)}}
-        version, files = -1, {}
-    else:
-        _, version, files, state = replayed
-    schema = _writable_schema(path, state, files.values(), rows)
-    new = version + 1
-    configuration = state["metaData"].get("configuration") or {}
-    interval = int(configuration.get("delta.checkpointInterval", _DEFAULT_CHECKPOINT_INTERVAL))
-    if new > 0 and new % max(interval, 1) == 0:
-        raise _unwritable(path, f"version {new} is due a checkpoint")
-    if data and not data[0][1].equals(schema):  # another writer created the table, or changed it, meanwhile
-        data.pop()[0].unlink(missing_ok=True)
-    if not data:
-        path.mkdir(parents=True, exist_ok=True)
-        file = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
-        pq.write_table(table, file, compression="snappy")
-        data.append((file, schema))
-    file = data[0][0]
+def _new_table_state(create: NewTable) -> dict[str, dict[str, Any]]:
+    """The protocol and metaData actions of a table `append` creates."""
+    return {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}, "metaData": {
+        "id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
+        "schemaString": json.dumps(_nullable(create.schema), separators=(",", ":")),
+        "partitionColumns": [], "configuration": dict(create.configuration),
+        "createdTime": int(time.time() * 1000)}}
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]], schema: pa.Schema) -> Path:
+    """A new data file of the table at `path` holding `rows`."""
+    path.mkdir(parents=True, exist_ok=True)
+    file = path / f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema} for row in rows], schema=schema)
+    pq.write_table(table, file, compression="snappy")
+    return file
+
+
+def _append_actions(file: Path, rows: int, version: int, user_metadata: str | None) -> list[dict[str, Any]]:
+    """The commitInfo and add actions of a blind append of `file` (`rows` rows) read at `version` (-1: none)."""
     stat = file.stat()
     info: dict[str, Any] = {
         "timestamp": int(time.time() * 1000), "operation": "WRITE",
         "operationParameters": {"mode": "Append", "partitionBy": "[]"},
         **({"readVersion": version} if version >= 0 else {}),  # a creation read no version, as Spark writes it
         "isolationLevel": "Serializable", "isBlindAppend": True,
-        "operationMetrics": {"numFiles": "1", "numOutputRows": str(len(rows)), "numOutputBytes": str(stat.st_size)},
+        "operationMetrics": {"numFiles": "1", "numOutputRows": str(rows), "numOutputBytes": str(stat.st_size)},
         "engineInfo": "goldsmith", "txnId": str(uuid.uuid4()),
+        **({"userMetadata": user_metadata} if user_metadata is not None else {}),
     }
-    if user_metadata is not None:
-        info["userMetadata"] = user_metadata
     add = {"path": file.name, "partitionValues": {}, "size": stat.st_size,
            "modificationTime": int(stat.st_mtime * 1000), "dataChange": True,
-           "stats": json.dumps({"numRecords": len(rows)}, separators=(",", ":"))}
-    actions: list[dict[str, Any]] = [{"commitInfo": info}]
-    if new == 0:
-        actions += [{"metaData": state["metaData"]}, {"protocol": state["protocol"]}]
-    actions.append({"add": add})
+           "stats": json.dumps({"numRecords": rows}, separators=(",", ":"))}
+    return [{"commitInfo": info}, {"add": add}]
+
+
+def _commit(path: Path, version: int, actions: list[dict[str, Any]]) -> bool:
+    """Create the commit file of `version` with `actions` unless it exists: False when another writer made it."""
+    log_dir = path / LOG_FOLDER
     log_dir.mkdir(parents=True, exist_ok=True)
-    staged = log_dir / f".{new:020d}.json.{uuid.uuid4()}.tmp"
+    staged = log_dir / f".{version:020d}.json.{uuid.uuid4()}.tmp"
     staged.write_text("".join(json.dumps(a, separators=(",", ":")) + "\n" for a in actions), encoding="utf-8")
     try:
-        os.link(staged, log_dir / f"{new:020d}.json")  # fails if the version exists: no overwrite
+        os.link(staged, log_dir / f"{version:020d}.json")  # fails if the version exists: no overwrite
     except FileExistsError:
-        return None  # another writer committed this version first: the next attempt takes the next one
+        return False
     except OSError as exc:  # a file system without hard links: no exclusive create to rely on
         raise _unwritable(path, f"its file system does not make hard links ({exc.strerror})") from None
     finally:
         staged.unlink(missing_ok=True)
-    data.clear()  # committed: the table's now
-    return new
+    return True
 
 
 def _writable_schema(path: Path, state: dict[str, dict[str, Any]], live: Iterable[dict[str, Any]],
                      rows: Sequence[dict[str, Any]]) -> pa.Schema:
     """The arrow schema to write `rows` with, after refusing a table whose writers must do more than add a file."""
-    try:
-        schema = _check_state(path, state, live)
-    except DeltaLogUnsupported as refused:
-        raise DeltaLogUnsupported(str(refused).replace("pure-Python reader does not read it, read",
-                                                       "pure-Python writer does not append to it, write")) from None
+    schema = _check_state(path, state, live, _unwritable)
     protocol, metadata = state["protocol"], state["metaData"]
     if int(protocol.get("minWriterVersion", 1)) > 2 or protocol.get("writerFeatures"):
         raise _unwritable(path, f"it needs writer version {protocol.get('minWriterVersion')} "
@@ -460,7 +469,6 @@ def _writable_schema(path: Path, state: dict[str, dict[str, Any]], live: Iterabl
     if extra:
         raise _unwritable(path, f"the rows have columns the table lacks: {sorted(extra)}")
     return schema
-
 
 
 def _unwritable(path: Path, what: str) -> DeltaLogUnsupported:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -120,7 +121,6 @@ _DEFAULTS = "spark.databricks.delta.properties.defaults."  # a session's propert
 # default may need a table feature, which a table created without Spark would lack.
 _PLAIN_DEFAULTS = frozenset({"enableChangeDataFeed", "checkpointInterval", "logRetentionDuration",
                              "deletedFileRetentionDuration", "dataSkippingNumIndexedCols"})
-_UNKNOWN = object()
 
 
 def now() -> datetime:
@@ -160,7 +160,6 @@ class OpsLog:
         self._shared = shared if not lakehouse.catalog else None
         # A stage's tables run in threads: one append at a time (the first creates the table) and one read.
         self._lock = threading.RLock()
-        self._created_with: object = _UNKNOWN
 
     def append(self, table: str, rows: Sequence[dict[str, Any]], txn: Txn | None = None) -> None:
         """Append rows (dicts keyed by column) to `ops.<table>` in one commit; with `txn`, a commit that the
@@ -192,16 +191,16 @@ class OpsLog:
         and a commit: no Spark job, no plan); False, with nothing written, when that writer does not take the table
         (the Spark path then writes it: a catalog, an object store, columns to add to the table, a checkpoint due,
         session defaults for new tables that need table features)."""
-        if self.lakehouse.catalog or local_folder(self.lakehouse.path("ops", table)) is None:
+        path = self.lakehouse.path("ops", table)
+        if self.lakehouse.catalog or local_folder(path) is None:
             return False
         if txn is not None and self.lakehouse.find_commit("ops", table, txn) is not None:
             return True  # applied by a run that was killed after it
         complete = [{f.name: _arrowable(row.get(f.name), f.dataType) for f in schema.fields} for row in rows]
-        properties = self._new_table_properties()
+        properties = self._new_table_properties
         create = delta_log.NewTable(schema.jsonValue(), properties) if properties is not None else None
         try:
-            delta_log.append(self.lakehouse.path("ops", table), complete, txn.marker if txn is not None else None,
-                             create)
+            delta_log.append(path, complete, txn.marker if txn is not None else None, create)
         except DeltaLogUnsupported as why:
             log.debug("ops.%s is appended to by Spark: %s", table, why)
             return False
@@ -209,18 +208,16 @@ class OpsLog:
         faults.committed("ops", table)
         return True
 
+    @cached_property
     def _new_table_properties(self) -> dict[str, str] | None:
         """The properties a Spark append would give a new ops table (`OPS_TABLE_PROPERTIES` and the session's
         defaults for new tables), or None when the session's defaults ask for more than properties (a table
-        feature, column mapping): such a table is created by Spark."""
-        if self._created_with is _UNKNOWN:
-            defaults = {key.removeprefix(_DEFAULTS): value for key, value in self.spark.conf.getAll.items()
-                        if key.startswith(_DEFAULTS)}
-            plain = all(key in _PLAIN_DEFAULTS for key in defaults) \
-                and defaults.get("enableChangeDataFeed", "false").lower() == "false"  # a change feed is a feature
-            self._created_with = {**{f"delta.{k}": v for k, v in defaults.items()}, **OPS_TABLE_PROPERTIES} \
-                if plain else None
-        return self._created_with  # type: ignore[return-value]
+        feature, column mapping): such a table is created by Spark. (Read once: appends hold `_lock`.)"""
+        defaults = {key.removeprefix(_DEFAULTS): value for key, value in self.spark.conf.getAll.items()
+                    if key.startswith(_DEFAULTS)}
+        plain = all(key in _PLAIN_DEFAULTS for key in defaults) \
+            and defaults.get("enableChangeDataFeed", "false").lower() == "false"  # a change feed is a feature
+        return {**{f"delta.{k}": v for k, v in defaults.items()}, **OPS_TABLE_PROPERTIES} if plain else None
 
     def _rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
         with self._lock:
